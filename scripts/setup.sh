@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One-time (idempotent) set-up used by `make test`, `make demo` and .ci/run:
+# Debian packages for the real backends, then a project virtualenv in .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests start for real (Redis, bubblewrap for read-only/non-root runs).
+APT_PACKAGES=(redis-server bubblewrap)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "==> installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The package starts a system-wide redis on 6379; the tests start their own on free ports.
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+  $SUDO service redis-server stop >/dev/null 2>&1 || true
+fi
+
+PYTHON=${PYTHON:-python3}
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  echo "==> creating .venv and installing Python packages (pinned by constraints.txt)"
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -c constraints.txt -e '.[test]'
+  touch "$stamp"
+fi

@@ -1,0 +1,1 @@
+"""The MCP sidecar servers injected next to Redis and Elasticsearch."""

@@ -1,0 +1,3 @@
+"""mcp-sidecar-injector: mutating admission webhook, injection engine, operator and CLI."""
+
+__version__ = "0.1.0"
