@@ -1,0 +1,103 @@
+"""AdmissionReview (admission.k8s.io/v1) in, AdmissionReview out — pure, no HTTP.
+
+Kept apart from the server (Linkerd style) so the wire contract is testable with plain bytes and
+the engine never sees a malformed request.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.config import InjectorConfig
+from webhook.engine import InjectionResult, evaluate
+
+API_VERSION = "admission.k8s.io/v1"
+#: The API server rejects request bodies over 3 MiB; a review may carry object and oldObject.
+MAX_REVIEW_BYTES = 2 * 3 * 1024 * 1024 + 256 * 1024
+#: Kubernetes truncates longer warnings; keep ours whole and readable.
+MAX_WARNING_CHARS = 256
+
+
+class BadReview(ValueError):
+    """The request is not a usable AdmissionReview (HTTP 400)."""
+
+
+@dataclass
+class ReviewOutcome:
+    """What the server needs for the HTTP answer, metrics and the log line."""
+
+    body: dict[str, Any]
+    operation: str = ""
+    kind: str = ""
+    namespace: str = ""
+    name: str = ""
+    #: ``injected``, ``skipped`` or ``ignored`` (not a pod CREATE).
+    result: str = "ignored"
+    injection: InjectionResult | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_review(raw: bytes) -> dict[str, Any]:
+    """Decode and check the envelope; raise ``BadReview`` with a message for the caller."""
+    try:
+        review = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadReview(f"body is not valid JSON: {exc}") from None
+    if not isinstance(review, dict):
+        raise BadReview("body must be a JSON object (an AdmissionReview)")
+    if review.get("kind") != "AdmissionReview":
+        raise BadReview(f"kind must be AdmissionReview, got {review.get('kind')!r}")
+    if review.get("apiVersion") != API_VERSION:
+        raise BadReview(f"apiVersion must be {API_VERSION} (admissionReviewVersions: [v1]), got {review.get('apiVersion')!r}")
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise BadReview("AdmissionReview has no request")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise BadReview("AdmissionReview request has no uid")
+    return request
+
+
+def _response(uid: str, patch: list[dict[str, Any]] | None = None, warnings: list[str] | None = None, audit: dict[str, str] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": uid, "allowed": True}
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+    if warnings:
+        response["warnings"] = [w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 3] + "..." for w in warnings]
+    if audit:
+        response["auditAnnotations"] = audit
+    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+
+
+def review(raw: bytes, config: InjectorConfig, *, namespace_labels: dict[str, str] | None = None, native_supported: bool | None = None) -> ReviewOutcome:
+    """Answer one AdmissionReview. Never refuses a pod: skips are ``allowed`` without a patch."""
+    request = parse_review(raw)
+    uid = request["uid"]
+    kind = (request.get("kind") or {}).get("kind", "") if isinstance(request.get("kind"), dict) else ""
+    resource = (request.get("resource") or {}).get("resource", "") if isinstance(request.get("resource"), dict) else ""
+    operation = str(request.get("operation", ""))
+    outcome = ReviewOutcome(body={}, operation=operation, kind=kind, namespace=str(request.get("namespace") or ""))
+    # Only pod creation is ours; sub-resources (pods/ephemeralcontainers, pods/binding...) pass through.
+    if kind != "Pod" or resource not in ("pods", "") or request.get("subResource") or operation != "CREATE":
+        outcome.body = _response(uid)
+        return outcome
+    pod = request.get("object")
+    if not isinstance(pod, dict):
+        raise BadReview("Pod CREATE request has no object")
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    outcome.name = str(metadata.get("name") or metadata.get("generateName") or "")
+    result = evaluate(pod, namespace_labels, config, native_supported=native_supported)
+    outcome.injection = result
+    outcome.warnings = result.warnings
+    if result.injected:
+        outcome.result = "injected"
+        audit = {"injected": result.backend or ""}
+    else:
+        outcome.result = "skipped"
+        audit = {"skipped": result.skip_reason.value} if result.skip_reason else None
+    outcome.body = _response(uid, result.patch, result.warnings, audit)
+    return outcome

@@ -1,0 +1,180 @@
+"""Sidecar configuration: the YAML file (a ConfigMap in the chart) parsed into immutable objects.
+
+Parsing is pure: text in, ``InjectorConfig`` or ``ConfigError`` out. Reloading from disk lives in
+``webhook.config_store`` so the engine never touches files.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Mapping
+
+import yaml
+
+NATIVE_MODES = ("auto", "true", "false")
+
+
+class ConfigError(ValueError):
+    """The configuration file is invalid; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    name: str
+    image: str
+    image_pull_policy: str
+    port: int
+    backend_port: int
+    read_only: bool
+    host_env: str
+    port_env: str
+    password_env: str
+    password_source_env: tuple[str, ...]
+    password_secret_key: str
+    backend_port_names: tuple[str, ...]
+    main_container_hints: tuple[str, ...]
+    username_env: str | None
+    username: str | None
+    env: Mapping[str, str]
+    resources: Mapping[str, Any]
+    security_context: Mapping[str, Any]
+    readiness_probe: Mapping[str, Any]
+    liveness_probe: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class InjectorConfig:
+    native_sidecar: str
+    backends: Mapping[str, BackendConfig]
+    #: Short hash of the effective configuration, exported as a metric label after reloads.
+    digest: str = field(default="")
+
+
+def _default_document() -> dict[str, Any]:
+    text = resources.files("webhook").joinpath("defaults.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` into a copy of ``base``; nested maps merge, everything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _require(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in doc:
+        raise ConfigError(f"{where}.{key} is required")
+    value = doc[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}.{key} must be a {expected}, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def _port(doc: Mapping[str, Any], key: str, where: str) -> int:
+    value = _require(doc, key, int, where)
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{where}.{key} must be a port number 1-65535, got {value}")
+    return value
+
+
+def _names(doc: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = doc.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}.{key} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _backend(name: str, doc: Any) -> BackendConfig:
+    where = f"backends.{name}"
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{where} must be a mapping")
+    env = doc.get("env", {}) or {}
+    if not isinstance(env, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise ConfigError(f"{where}.env must map names to string values (quote numbers)")
+    pull = _require(doc, "imagePullPolicy", str, where)
+    if pull not in ("Always", "IfNotPresent", "Never"):
+        raise ConfigError(f"{where}.imagePullPolicy must be Always, IfNotPresent or Never, got {pull!r}")
+    maps = {}
+    for key in ("resources", "securityContext", "readinessProbe", "livenessProbe"):
+        maps[key] = _require(doc, key, dict, where)
+    username_env = doc.get("usernameEnv")
+    username = doc.get("username")
+    return BackendConfig(
+        name=name,
+        image=_require(doc, "image", str, where),
+        image_pull_policy=pull,
+        port=_port(doc, "port", where),
+        backend_port=_port(doc, "backendPort", where),
+        read_only=_require(doc, "readOnly", bool, where),
+        host_env=_require(doc, "hostEnv", str, where),
+        port_env=_require(doc, "portEnv", str, where),
+        password_env=_require(doc, "passwordEnv", str, where),
+        password_source_env=_names(doc, "passwordSourceEnv", where),
+        password_secret_key=_require(doc, "passwordSecretKey", str, where),
+        backend_port_names=_names(doc, "backendPortNames", where),
+        main_container_hints=_names(doc, "mainContainerHints", where),
+        username_env=username_env if isinstance(username_env, str) else None,
+        username=username if isinstance(username, str) else None,
+        env=dict(env),
+        resources=maps["resources"],
+        security_context=maps["securityContext"],
+        readiness_probe=maps["readinessProbe"],
+        liveness_probe=maps["livenessProbe"],
+    )
+
+
+def parse_config(text: str | None) -> InjectorConfig:
+    """Parse a configuration document layered over the built-in defaults.
+
+    An empty document yields the defaults. A backend entry set to ``null`` removes that backend.
+    """
+    try:
+        user_doc = yaml.safe_load(text) if text else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}") from None
+    if user_doc is None:
+        user_doc = {}
+    if not isinstance(user_doc, Mapping):
+        raise ConfigError("the configuration must be a YAML mapping")
+    unknown = set(user_doc) - {"nativeSidecar", "sidecar", "backends"}
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
+
+    doc = _deep_merge(_default_document(), {k: v for k, v in user_doc.items() if k != "backends"})
+    native = doc.get("nativeSidecar")
+    native = {True: "true", False: "false"}.get(native, native)
+    if native not in NATIVE_MODES:
+        raise ConfigError(f"nativeSidecar must be one of auto, true, false; got {native!r}")
+    if not isinstance(doc.get("sidecar"), Mapping):
+        raise ConfigError("sidecar must be a mapping")
+
+    backend_docs = dict(doc["backends"])
+    user_backends = user_doc.get("backends", {}) or {}
+    if not isinstance(user_backends, Mapping):
+        raise ConfigError("backends must be a mapping of backend name to settings")
+    for name, override in user_backends.items():
+        if override is None:
+            backend_docs.pop(name, None)
+        elif not isinstance(override, Mapping):
+            raise ConfigError(f"backends.{name} must be a mapping")
+        else:
+            backend_docs[name] = _deep_merge(backend_docs.get(name, {}), override)
+
+    backends = {name: _backend(name, _deep_merge(doc["sidecar"], bdoc)) for name, bdoc in backend_docs.items()}
+    canonical = json.dumps({"native": native, "backends": sorted(backend_docs.items())}, sort_keys=True, default=str)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return InjectorConfig(native_sidecar=native, backends=backends, digest=digest)
+
+
+def default_config() -> InjectorConfig:
+    return parse_config(None)

@@ -1,0 +1,143 @@
+"""Per-pod override annotations: parsed and validated before anything is rendered.
+
+Each annotation has one accepted form. An invalid value never blocks the pod: the engine leaves the
+pod unchanged and the warning names the annotation and the form it accepts (vault-k8s style
+"parse annotations -> validate" step).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from webhook.constants import DOMAIN
+
+ANNOTATION_IMAGE = f"{DOMAIN}/image"
+ANNOTATION_PORT = f"{DOMAIN}/port"
+ANNOTATION_BACKEND_PORT = f"{DOMAIN}/backend-port"
+ANNOTATION_PASSWORD_SECRET = f"{DOMAIN}/password-secret"
+ANNOTATION_AUTH_SECRET = f"{DOMAIN}/auth-token-secret"
+ANNOTATION_READ_ONLY = f"{DOMAIN}/read-only"
+ANNOTATION_NATIVE = f"{DOMAIN}/native"
+ANNOTATION_CPU_REQUEST = f"{DOMAIN}/cpu-request"
+ANNOTATION_MEMORY_REQUEST = f"{DOMAIN}/memory-request"
+ANNOTATION_CPU_LIMIT = f"{DOMAIN}/cpu-limit"
+ANNOTATION_MEMORY_LIMIT = f"{DOMAIN}/memory-limit"
+
+# Kubernetes resource.Quantity, e.g. 100m, 0.5, 128Mi, 1G, 1e3.
+_QUANTITY = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?$")
+# Docker image reference: [registry[:port]/]path[:tag][@digest]; conservative, no whitespace.
+_IMAGE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+class InvalidOverride(ValueError):
+    """One annotation has a value outside its accepted form."""
+
+    def __init__(self, annotation: str, value: str, accepted: str):
+        self.annotation = annotation
+        self.value = value
+        self.accepted = accepted
+        super().__init__(f"annotation {annotation}={value!r} is invalid: expected {accepted}")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    name: str
+    #: ``None`` when the annotation named only the Secret: the backend's configured key applies.
+    key: str | None
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Validated per-pod overrides; ``None`` means "use the configured default"."""
+
+    image: str | None = None
+    port: int | None = None
+    backend_port: int | None = None
+    password_secret: SecretRef | None = None
+    auth_secret: SecretRef | None = None
+    read_only: bool | None = None
+    native: bool | None = None
+    cpu_request: str | None = None
+    memory_request: str | None = None
+    cpu_limit: str | None = None
+    memory_limit: str | None = None
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError
+    return int(value)
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false"):
+        raise ValueError
+    return lowered == "true"
+
+
+def _quantity(value: str) -> str:
+    if not _QUANTITY.match(value):
+        raise ValueError
+    return value
+
+
+def _image(value: str) -> str:
+    if len(value) > 512 or not _IMAGE.match(value):
+        raise ValueError
+    return value
+
+
+def _secret(value: str) -> SecretRef:
+    name, sep, key = value.partition(":")
+    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name) or (sep and not _SECRET_KEY.match(key)):
+        raise ValueError
+    return SecretRef(name, key if sep else None)
+
+
+# annotation -> (field, parser, accepted form shown to the user)
+_SIMPLE: dict[str, tuple[str, Callable[[str], object], str]] = {
+    ANNOTATION_IMAGE: ("image", _image, "an image reference such as registry.example.com/mcp/redis:1.2"),
+    ANNOTATION_PORT: ("port", _port, "a port number 1-65535"),
+    ANNOTATION_BACKEND_PORT: ("backend_port", _port, "a port number 1-65535"),
+    ANNOTATION_READ_ONLY: ("read_only", _bool, '"true" or "false"'),
+    ANNOTATION_NATIVE: ("native", _bool, '"true" or "false"'),
+    ANNOTATION_CPU_REQUEST: ("cpu_request", _quantity, "a Kubernetes quantity such as 50m or 0.5"),
+    ANNOTATION_MEMORY_REQUEST: ("memory_request", _quantity, "a Kubernetes quantity such as 64Mi"),
+    ANNOTATION_CPU_LIMIT: ("cpu_limit", _quantity, "a Kubernetes quantity such as 100m or 1"),
+    ANNOTATION_MEMORY_LIMIT: ("memory_limit", _quantity, "a Kubernetes quantity such as 128Mi"),
+}
+_SECRET_FORM = "a Secret name, optionally with its key as NAME:KEY (e.g. redis:redis-password)"
+
+#: Every override annotation the engine understands (used by the CLI's explain output and docs).
+OVERRIDE_ANNOTATIONS = (*_SIMPLE, ANNOTATION_PASSWORD_SECRET, ANNOTATION_AUTH_SECRET)
+
+
+def parse_overrides(annotations: Mapping[str, str]) -> Overrides:
+    """Validate every override annotation present; raise ``InvalidOverride`` on the first bad one."""
+    values: dict[str, object] = {}
+    for annotation, (field_name, parse, accepted) in _SIMPLE.items():
+        raw = annotations.get(annotation)
+        if raw is None:
+            continue
+        try:
+            values[field_name] = parse(str(raw).strip())
+        except ValueError:
+            raise InvalidOverride(annotation, str(raw), accepted) from None
+    for annotation, field_name in ((ANNOTATION_PASSWORD_SECRET, "password_secret"), (ANNOTATION_AUTH_SECRET, "auth_secret")):
+        raw = annotations.get(annotation)
+        if raw is None:
+            continue
+        try:
+            values[field_name] = _secret(str(raw).strip())
+        except ValueError:
+            raise InvalidOverride(annotation, str(raw), _SECRET_FORM) from None
+    return Overrides(**values)  # type: ignore[arg-type]

@@ -1,0 +1,169 @@
+"""The HTTPS admission server: FastAPI on uvicorn.
+
+Routes: ``POST /mutate`` (AdmissionReview), ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+All decisions live in ``webhook.admission``/``webhook.engine``; this module only does HTTP,
+limits, metrics, logging and the lifecycle (config and certificate reloads, graceful drain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import AsyncIterator
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook.admission import MAX_REVIEW_BYTES, BadReview, review
+from webhook.config_store import ConfigStore
+from webhook.metrics import Metrics
+from webhook.tls import CertReloader
+
+log = logging.getLogger("webhook.server")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(
+    store: ConfigStore,
+    metrics: Metrics | None = None,
+    *,
+    config_poll_seconds: float = 2.0,
+    cert_poll_seconds: float = 5.0,
+    max_body_bytes: int = MAX_REVIEW_BYTES,
+    native_supported: bool | None = None,
+) -> FastAPI:
+    metrics = metrics or Metrics()
+    metrics.set_config_digest(store.current.digest)
+    state = {"ready": False}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(store.watch(config_poll_seconds))]
+        cert_reloader: CertReloader | None = getattr(app.state, "cert_reloader", None)
+        if cert_reloader is not None:
+            tasks.append(asyncio.create_task(cert_reloader.watch(cert_poll_seconds)))
+        state["ready"] = True
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            for task in tasks:
+                task.cancel()
+
+    app = FastAPI(title="mcp-sidecar-injector", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.metrics = metrics
+    app.state.store = store
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            raw = await _read_limited(request, max_body_bytes)
+        except BodyTooLarge:
+            metrics.errors.labels(type="too-large").inc()
+            return _error(413, f"AdmissionReview larger than {max_body_bytes} bytes")
+        try:
+            outcome = review(raw, store.current, native_supported=native_supported)
+        except BadReview as exc:
+            metrics.errors.labels(type="bad-request").inc()
+            log.warning("rejected malformed AdmissionReview: %s", exc)
+            return _error(400, str(exc))
+        except Exception:  # a bug must not become a 500 storm without a trace
+            metrics.errors.labels(type="internal").inc()
+            log.exception("internal error while reviewing a request")
+            return _error(500, "internal error; see the injector log")
+        metrics.reviews.labels(operation=outcome.operation or "unknown", result=outcome.result).inc()
+        injection = outcome.injection
+        if injection is not None:
+            if injection.injected:
+                metrics.injections.labels(backend=injection.backend or "").inc()
+            elif injection.skip_reason is not None:
+                metrics.skips.labels(reason=injection.skip_reason.value).inc()
+            if injection.warnings or not injection.injected and injection.skip_reason and injection.skip_reason.warns:
+                log.warning(
+                    "pod %s/%s: %s", outcome.namespace, outcome.name, "; ".join(injection.warnings) or injection.message
+                )
+        body = json.dumps(outcome.body, separators=(",", ":")).encode()
+        metrics.latency.observe(time.perf_counter() - started)
+        return Response(body, media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if not state["ready"]:
+            return JSONResponse({"status": "not ready"}, status_code=503)
+        return JSONResponse({"status": "ready", "config": store.current.digest, "configError": store.last_error})
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    cert_file: str | None,
+    key_file: str | None,
+    config_path: str | None,
+    log_level: str = "info",
+    drain_seconds: int = 20,
+) -> None:
+    """Run the admission server until SIGTERM/SIGINT; in-flight reviews are answered before exit."""
+    metrics = Metrics()
+    store = ConfigStore(config_path, on_reload=lambda result, cfg: _record_reload(metrics, result, cfg))
+    app = create_app(store, metrics)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=cert_file,
+        ssl_keyfile=key_file,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=drain_seconds,
+        lifespan="on",
+    )
+    config.load()  # builds the SSLContext now, so the reloader can update the live one
+    if config.ssl is not None and cert_file and key_file:
+        app.state.cert_reloader = CertReloader(
+            config.ssl, cert_file, key_file, on_reload=lambda r: metrics.tls_reloads.labels(result=r).inc()
+        )
+    uvicorn.Server(config).run()
+
+
+def _record_reload(metrics: Metrics, result: str, cfg) -> None:
+    metrics.config_reloads.labels(result=result).inc()
+    if cfg is not None:
+        metrics.set_config_digest(cfg.digest)
