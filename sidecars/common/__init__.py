@@ -1,0 +1,1 @@
+"""Pieces shared by both sidecars: configuration, HTTP app, security, metrics, audit, capping."""

@@ -1,0 +1,97 @@
+"""The HTTP process: MCP on ``/mcp`` (stateless, JSON responses), ``/health``, ``/metrics``, served by uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import gc
+import logging
+import sys
+from typing import Callable
+
+from mcp.server import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from . import audit
+from .backend import Backend, Health
+from .config import ConfigError, ServerSettings
+from .metrics import Metrics
+from .security import AccessControl
+from .tools import ToolRegistry
+
+
+class Sidecar:
+    """Everything one sidecar process holds: settings, backend, MCP server, registry, health, metrics."""
+
+    def __init__(self, name: str, settings: ServerSettings, backend: Backend, instructions: str):
+        self.settings = settings
+        self.backend = backend
+        self.metrics = Metrics(backend.name)
+        self.health = Health(backend, self.metrics, timeout=min(settings.backend_timeout, 3.0))
+        self.server = MCPServer(name, instructions=instructions, log_level=settings.log_level)
+        self.registry = ToolRegistry(
+            self.server, backend=backend, health=self.health, metrics=self.metrics, read_only=settings.read_only
+        )
+        self._add_routes()
+
+    def _add_routes(self) -> None:
+        @self.server.custom_route("/health", methods=["GET"])
+        async def health(request: Request) -> Response:
+            body, status = await self.health.check()
+            return JSONResponse(body, status_code=status)
+
+        @self.server.custom_route("/metrics", methods=["GET"])
+        async def metrics(request: Request) -> Response:
+            payload, content_type = self.metrics.render()
+            return Response(payload, media_type=content_type)
+
+    def asgi_app(self):
+        """The Starlette app wrapped in the Origin/token check."""
+        app = self.server.streamable_http_app(
+            stateless_http=True, json_response=True, host=self.settings.host,
+            max_request_body_size=1024 * 1024,
+            # The SDK's own check depends on the bind address (on for 127.0.0.1, off for 0.0.0.0);
+            # AccessControl applies one policy whatever the address, so switch the SDK's off.
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
+        return AccessControl(app, auth_token=self.settings.auth_token, allowed_origins=self.settings.allowed_origins)
+
+    async def serve(self) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.asgi_app(), host=self.settings.host, port=self.settings.port, access_log=False,
+            log_level="warning", lifespan="on", timeout_graceful_shutdown=3, server_header=False,
+        )
+        server = uvicorn.Server(config)
+        audit.event("startup", backend=self.backend.name, port=self.settings.port, read_only=self.settings.read_only,
+                    tools=len(self.registry.names), auth=self.settings.auth_token is not None)
+        asyncio.get_running_loop().call_later(1.0, _release_memory)
+        try:
+            await server.serve()
+        finally:
+            await self.backend.close()
+
+
+def _release_memory() -> None:
+    """Hand the import-time garbage back to the OS: idle RSS is what the pod request is sized for."""
+    gc.collect()
+    gc.freeze()  # long-lived import objects: keep them out of later collections
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def run(build: Callable[[], Sidecar]) -> None:
+    """Entry point body: build from env (exit 2 with one line on bad config), then serve until SIGTERM."""
+    try:
+        sidecar = build()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    audit.configure(sidecar.settings.log_level)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    asyncio.run(sidecar.serve())

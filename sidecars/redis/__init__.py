@@ -1,0 +1,1 @@
+"""MCP sidecar for the Redis in the same pod."""

@@ -1,0 +1,23 @@
+"""Assembles the Redis sidecar from env."""
+
+from sidecars.common.app import Sidecar
+from sidecars.common.config import Env, ServerSettings
+
+from .backend import RedisBackend
+from .config import RedisSettings
+from .tools import register
+
+INSTRUCTIONS = (
+    "Tools for the Redis running next to this server. Reads are bounded: results marked "
+    "truncated=true were cut, so narrow the pattern, range or count. Write tools exist only "
+    "when the operator disabled read-only mode."
+)
+
+
+def build(environ=None) -> Sidecar:
+    env = Env(environ)
+    settings = ServerSettings.from_env(env)
+    backend = RedisBackend(RedisSettings.from_env(env), timeout=settings.backend_timeout)
+    sidecar = Sidecar("mcp-redis", settings, backend, INSTRUCTIONS)
+    register(sidecar)
+    return sidecar

@@ -1,0 +1,207 @@
+"""The Redis sidecar's tools against a real redis-server, through a real MCP client over HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .helpers import call, calls, error_text, list_tools
+
+pytestmark = pytest.mark.slow
+
+WRITE_TOOLS = {"set", "delete", "expire", "persist", "rename", "hset", "hdel", "lpush", "rpush", "lpop", "rpop",
+               "sadd", "srem", "zadd", "zrem", "xadd", "xgroup_create", "xreadgroup", "publish", "json_set"}
+
+
+def ok(result) -> dict:
+    assert not result.is_error, error_text(result)
+    return result.structured_content
+
+
+def test_read_only_by_default_lists_no_write_tool(redis_sidecar):
+    tools = {t.name: t for t in list_tools(redis_sidecar.url)}
+    assert not WRITE_TOOLS & tools.keys()
+    assert {"get", "mget", "scan_keys", "hgetall", "lrange", "smembers", "zrange", "xrange", "info",
+            "dbsize", "memory_usage", "slowlog_get", "json_get"} <= tools.keys()
+    for t in tools.values():
+        assert t.annotations.read_only_hint is True and t.annotations.destructive_hint is False, t.name
+        assert t.annotations.idempotent_hint is True, t.name
+        assert t.output_schema and t.output_schema["type"] == "object", t.name
+
+
+def test_write_tools_are_listed_with_honest_annotations_when_enabled(redis_sidecar_rw):
+    tools = {t.name: t for t in list_tools(redis_sidecar_rw.url)}
+    assert WRITE_TOOLS <= tools.keys()
+    assert tools["delete"].annotations.destructive_hint is True
+    assert tools["lpush"].annotations.destructive_hint is False and tools["lpush"].annotations.idempotent_hint is False
+    assert all(t.annotations.read_only_hint is False for n, t in tools.items() if n in WRITE_TOOLS)
+    # No tool can flush a database or change configuration, whatever the mode.
+    assert not [n for n in tools if "flush" in n or "config" in n or n in {"shutdown", "eval", "execute"}]
+
+
+def test_read_only_sidecar_refuses_a_write_tool_call(redis_sidecar):
+    result = call(redis_sidecar.url, "set", {"key": "k", "value": "v"})
+    assert result.is_error and "set" in error_text(result)
+
+
+def test_strings_with_password_protected_redis(redis_sidecar_rw, redis_with_password):
+    out = calls(redis_sidecar_rw.url, [
+        ("set", {"key": "greeting", "value": "hello wörld", "expire_seconds": 300}),
+        ("get", {"key": "greeting"}),
+        ("ttl", {"key": "greeting"}),
+        ("mget", {"keys": ["greeting", "missing"]}),
+        ("set", {"key": "greeting", "value": "x", "only_if_absent": True}),
+    ])
+    assert ok(out[0])["ok"] is True
+    assert ok(out[1]) == {"key": "greeting", "exists": True, "value": "hello wörld", "length": 12, "truncated": False}
+    assert 0 < ok(out[2])["ttl_seconds"] <= 300
+    values = ok(out[3])["values"]
+    assert [v["exists"] for v in values] == [True, False]
+    assert ok(out[4])["ok"] is False
+    assert b"hello" in redis_with_password.command("GET", "greeting")
+
+
+def test_big_values_and_collections_are_capped_with_a_marker(redis_sidecar_rw):
+    # The rw sidecar runs with MCP_MAX_VALUE_BYTES=1024, MCP_MAX_ITEMS=20.
+    out = calls(redis_sidecar_rw.url, [
+        ("set", {"key": "big", "value": "x" * 200_000}),
+        ("get", {"key": "big"}),
+        ("rpush", {"key": "biglist", "values": [str(i) for i in range(50)]}),
+        ("lrange", {"key": "biglist"}),
+        ("hset", {"key": "bighash", "fields": {f"f{i}": "v" for i in range(60)}}),
+        ("hgetall", {"key": "bighash"}),
+        ("sadd", {"key": "bigset", "members": [f"m{i}" for i in range(70)]}),
+        ("smembers", {"key": "bigset"}),
+        ("zadd", {"key": "bigz", "members": {f"m{i}": i for i in range(30)}}),
+        ("zrange", {"key": "bigz", "reverse": True}),
+    ])
+    big = ok(out[1])
+    assert big["truncated"] is True and big["length"] == 200_000 and len(big["value"]) == 1024
+    lst = ok(out[3])
+    assert lst["truncated"] is True and lst["length"] == 50 and lst["items"] == [str(i) for i in range(20)]
+    h = ok(out[5])
+    assert h["truncated"] is True and h["length"] == 60 and len(h["fields"]) == 20
+    s = ok(out[7])
+    assert s["truncated"] is True and s["length"] == 70 and len(s["items"]) == 20
+    z = ok(out[9])
+    assert z["truncated"] is True and z["members"][0] == {"member": "m29", "score": 29.0} and len(z["members"]) == 20
+
+
+def test_keys_hashes_lists_sets(redis_sidecar_rw):
+    out = calls(redis_sidecar_rw.url, [
+        ("hset", {"key": "user:1", "fields": {"name": "Ada", "lang": "en"}}),
+        ("hget", {"key": "user:1", "field": "name"}),
+        ("hlen", {"key": "user:1"}),
+        ("hdel", {"key": "user:1", "fields": ["lang"]}),
+        ("key_type", {"key": "user:1"}),
+        ("lpush", {"key": "q", "values": ["b", "a"]}),
+        ("rpop", {"key": "q"}),
+        ("llen", {"key": "q"}),
+        ("sismember", {"key": "bigset", "member": "m3"}),
+        ("scard", {"key": "bigset"}),
+        ("srem", {"key": "bigset", "members": ["m3"]}),
+        ("exists", {"keys": ["user:1", "q", "nope"]}),
+        ("expire", {"key": "q", "seconds": 100}),
+        ("persist", {"key": "q"}),
+        ("rename", {"key": "q", "new_key": "user:1"}),
+        ("rename", {"key": "q", "new_key": "queue"}),
+        ("delete", {"keys": ["queue", "nope"]}),
+        ("zscore", {"key": "bigz", "member": "m7"}),
+        ("zcard", {"key": "bigz"}),
+        ("zrem", {"key": "bigz", "members": ["m7"]}),
+    ])
+    assert ok(out[1])["value"] == "Ada"
+    assert ok(out[2])["count"] == 2
+    assert ok(out[3])["count"] == 1
+    assert ok(out[4])["type"] == "hash"
+    assert ok(out[6])["items"] == ["b"]
+    assert ok(out[7])["count"] == 1
+    assert ok(out[8])["is_member"] is True
+    assert ok(out[9])["count"] == 70
+    assert ok(out[10])["count"] == 1
+    assert ok(out[11])["count"] == 2
+    assert ok(out[12])["ok"] and ok(out[13])["ok"]
+    assert ok(out[14]) == {"ok": False, "detail": "user:1 already exists"}
+    assert ok(out[15])["ok"] is True
+    assert ok(out[16])["count"] == 1
+    assert ok(out[17])["score"] == 7.0 and ok(out[18])["count"] == 30 and ok(out[19])["count"] == 1
+
+
+def test_scan_keys_with_pattern_and_cap(redis_sidecar_rw, redis_with_password):
+    for i in range(45):
+        redis_with_password.command("SET", f"scan:{i}", "v")
+    first = ok(call(redis_sidecar_rw.url, "scan_keys", {"pattern": "scan:*", "limit": 10}))
+    assert 0 < len(first["keys"]) <= 10 and all(k.startswith("scan:") for k in first["keys"])
+    assert first["truncated"] is True
+    # Following the cursor reaches every key exactly once or more, never beyond the cap per call.
+    seen, cursor = set(), 0
+    for _ in range(100):
+        page = ok(call(redis_sidecar_rw.url, "scan_keys", {"pattern": "scan:*", "cursor": cursor, "limit": 500}))
+        assert len(page["keys"]) <= 20  # MCP_MAX_ITEMS caps even a larger limit
+        seen.update(page["keys"])
+        cursor = page["cursor"]
+        if cursor == 0:
+            break
+    assert seen == {f"scan:{i}" for i in range(45)}
+    only_hashes = ok(call(redis_sidecar_rw.url, "scan_keys", {"pattern": "*", "type": "hash"}))
+    assert only_hashes["keys"] and all(k in {"user:1", "bighash"} for k in only_hashes["keys"])
+
+
+def test_streams_and_consumer_groups(redis_sidecar_rw):
+    out = calls(redis_sidecar_rw.url, [
+        ("xgroup_create", {"key": "events", "group": "workers", "start_id": "0", "create_stream": True}),
+        ("xadd", {"key": "events", "fields": {"type": "login", "user": "ada"}}),
+        ("xadd", {"key": "events", "fields": {"type": "logout", "user": "ada"}}),
+        ("xlen", {"key": "events"}),
+        ("xrange", {"key": "events", "count": 1}),
+        ("xrange", {"key": "events", "reverse": True}),
+        ("xreadgroup", {"key": "events", "group": "workers", "consumer": "c1", "count": 5}),
+        ("xinfo_groups", {"key": "events"}),
+        ("xreadgroup", {"key": "events", "group": "workers", "consumer": "c1", "pending_only": True}),
+    ])
+    assert ok(out[3])["count"] == 2
+    first = ok(out[4])
+    assert first["truncated"] is True and first["entries"][0]["fields"] == {"type": "login", "user": "ada"}
+    assert ok(out[5])["entries"][0]["fields"]["type"] == "logout"
+    assert len(ok(out[6])["entries"]) == 2
+    assert ok(out[7])["groups"] == [{"name": "workers", "consumers": 1, "pending": 2,
+                                     "last_delivered_id": ok(out[2])["id"]}]
+    assert len(ok(out[8])["entries"]) == 2
+
+
+def test_publish_and_server_tools(redis_sidecar_rw):
+    out = calls(redis_sidecar_rw.url, [
+        ("publish", {"channel": "news", "message": "hi"}),
+        ("pubsub_channels", {}),
+        ("info", {"section": "server"}),
+        ("dbsize", {}),
+        ("memory_usage", {"key": "big"}),
+        ("memory_usage", {"key": "nope"}),
+        ("slowlog_get", {"count": 5}),
+    ])
+    assert ok(out[0]) == {"channel": "news", "receivers": 0}
+    assert ok(out[1])["channels"] == []
+    info = ok(out[2])
+    assert info["section"] == "server" and "redis_version" in info["info"]
+    assert ok(out[3])["count"] > 10
+    assert ok(out[4])["bytes"] > 200_000
+    assert ok(out[5])["bytes"] is None
+    assert isinstance(ok(out[6])["entries"], list)
+
+
+def test_json_tools_say_clearly_when_the_module_is_missing(redis_sidecar_rw):
+    out = calls(redis_sidecar_rw.url, [
+        ("json_set", {"key": "doc", "value": json.dumps({"a": 1})}),
+        ("json_set", {"key": "doc", "value": "{not json"}),
+        ("json_get", {"key": "greeting"}),
+    ])
+    assert out[0].is_error and "RedisJSON module is not loaded" in error_text(out[0])
+    assert out[1].is_error and "not valid JSON" in error_text(out[1])
+    assert out[2].is_error and "RedisJSON module is not loaded" in error_text(out[2])
+
+
+def test_wrong_type_is_a_clear_tool_error_not_a_crash(redis_sidecar_rw):
+    result = call(redis_sidecar_rw.url, "get", {"key": "user:1"})
+    assert result.is_error and "WRONGTYPE" in error_text(result)
+    assert redis_sidecar_rw.alive()
