@@ -30,6 +30,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             config_path=args.config,
             log_level=args.log_level,
             drain_seconds=args.drain_seconds,
+            watch_seconds=args.watch_seconds,
         )
     except ConfigError as exc:
         print(f"error: invalid configuration {args.config}: {exc}", file=sys.stderr)
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-operator", action="store_true", help="serve admission only, without the operator")
     serve.add_argument("--plain-http", action="store_true", help="serve without TLS (local testing only)")
     serve.add_argument("--drain-seconds", type=int, default=20, help="grace period for in-flight reviews on SIGTERM")
+    serve.add_argument("--watch-seconds", type=float, default=2.0, help="how often config and certificate files are checked")
     serve.set_defaults(func=_cmd_serve)
 
     inject = sub.add_parser("inject", help="inject sidecars into manifests offline (like istioctl kube-inject)")

@@ -42,12 +42,26 @@ def _image_repository(image: str) -> str:
 
 
 def find_main_container(spec: dict[str, Any], backend: BackendConfig) -> dict[str, Any] | None:
-    """The datastore container: first whose name or image mentions the backend, else the first one."""
+    """The datastore container, by the strongest evidence first.
+
+    A port named like the backend's (``redis``, ``http``...) beats a container name mentioning the
+    backend, which beats an image mentioning it (``redis_exporter`` images mention redis too);
+    with no evidence, the first container.
+    """
     containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
-    for container in containers:
-        haystack = f"{container.get('name', '')} {_image_repository(str(container.get('image', '')))}".lower()
-        if any(hint in haystack for hint in backend.main_container_hints):
-            return container
+
+    def mentions(text: str) -> bool:
+        return any(hint in text.lower() for hint in backend.main_container_hints)
+
+    tests = (
+        lambda c: any(isinstance(p, dict) and p.get("name") in backend.backend_port_names for p in c.get("ports") or []),
+        lambda c: mentions(str(c.get("name", ""))),
+        lambda c: mentions(_image_repository(str(c.get("image", "")))),
+    )
+    for test in tests:
+        for container in containers:
+            if test(container):
+                return container
     return containers[0] if containers else None
 
 

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
+import sys
 import time
 from typing import AsyncIterator
 
@@ -139,11 +141,12 @@ def serve(
     config_path: str | None,
     log_level: str = "info",
     drain_seconds: int = 20,
+    watch_seconds: float = 2.0,
 ) -> None:
     """Run the admission server until SIGTERM/SIGINT; in-flight reviews are answered before exit."""
     metrics = Metrics()
     store = ConfigStore(config_path, on_reload=lambda result, cfg: _record_reload(metrics, result, cfg))
-    app = create_app(store, metrics)
+    app = create_app(store, metrics, config_poll_seconds=watch_seconds, cert_poll_seconds=watch_seconds)
     config = uvicorn.Config(
         app,
         host=host,
@@ -160,6 +163,9 @@ def serve(
         app.state.cert_reloader = CertReloader(
             config.ssl, cert_file, key_file, on_reload=lambda r: metrics.tls_reloads.labels(result=r).inc()
         )
+    # uvicorn drains, restores the previous handler and re-raises the signal it caught: make that
+    # previous handler a clean exit so a drained shutdown ends with status 0, not "killed by SIGTERM".
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.Server(config).run()
 
 
