@@ -1,0 +1,1 @@
+"""MCP sidecar for the Elasticsearch in the same pod."""

@@ -1,0 +1,78 @@
+"""The ``AsyncElasticsearch`` client, its timeouts, and how its errors read to an MCP client."""
+
+from __future__ import annotations
+
+from elastic_transport import ConnectionError as TransportConnectionError, ConnectionTimeout
+from elasticsearch import (
+    ApiError,
+    AsyncElasticsearch,
+    AuthenticationException,
+    AuthorizationException,
+    UnsupportedProductError,
+)
+
+from .config import ElasticsearchSettings
+
+
+class ElasticsearchBackend:
+    name = "elasticsearch"
+
+    def __init__(self, settings: ElasticsearchSettings, timeout: float):
+        self.settings = settings
+        auth: dict = {}
+        if settings.username:
+            auth["basic_auth"] = (settings.username, settings.password)
+        if settings.api_key:
+            auth["api_key"] = settings.api_key
+        self.client = AsyncElasticsearch(
+            settings.url,
+            request_timeout=timeout,
+            max_retries=1,  # one retry on a dead pooled connection; a down node still fails fast
+            retry_on_timeout=False,
+            ca_certs=settings.ca_file,
+            verify_certs=settings.verify_certs,
+            connections_per_node=32,
+            **auth,
+        )
+
+    async def ping(self) -> None:
+        # HEAD / lives in an optional module on some builds; cluster health is always there.
+        await self.client.cluster.health(timeout="2s")
+
+    def describe_error(self, exc: BaseException) -> tuple[str, str | None]:
+        where = f"Elasticsearch at {self.settings.url}"
+        if isinstance(exc, ConnectionTimeout):
+            return f"{where} did not answer in time", "timeout"
+        if isinstance(exc, TransportConnectionError):
+            return f"{where} is unreachable: {_first_line(exc)}", "connection"
+        if isinstance(exc, UnsupportedProductError):
+            return f"The server at {self.settings.url} is not Elasticsearch: {_first_line(exc)}", "product"
+        if isinstance(exc, AuthenticationException):
+            return f"{where} rejected the credentials (check ES_USERNAME/ES_PASSWORD or ES_API_KEY)", "auth"
+        if isinstance(exc, AuthorizationException):
+            return f"{where} refused the request: {reason(exc)}", None
+        if isinstance(exc, ApiError):
+            return f"Elasticsearch error {exc.meta.status}: {reason(exc)}", None
+        return f"{type(exc).__name__}: {_first_line(exc)}", None
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def reason(exc: ApiError) -> str:
+    """The most useful line of an Elasticsearch error body (root cause reason, else the type)."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    if isinstance(error, dict):
+        causes = error.get("root_cause") or []
+        first = causes[0] if causes and isinstance(causes[0], dict) else error
+        text = first.get("reason") or error.get("reason") or error.get("type") or ""
+        kind = first.get("type") or error.get("type")
+        return f"{kind}: {text}" if kind and kind not in text else str(text)
+    if isinstance(error, str):
+        return error
+    return _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

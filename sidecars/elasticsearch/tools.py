@@ -1,0 +1,167 @@
+"""The Elasticsearch tools: Elastic's own MCP server set (list_indices, get_mappings, search, esql,
+get_shards) plus cr7258's read tools; writes only when read-only mode is off, never an index deletion.
+
+Hits are limited by asking for ``size <= MCP_MAX_ITEMS``; documents and aggregations are then cut
+to ``MCP_MAX_VALUE_BYTES`` per string and ``MCP_MAX_RESULT_BYTES`` overall, marked ``truncated``.
+"""
+
+from typing import Annotated, Any
+
+from elasticsearch import ApiError, NotFoundError
+from pydantic import Field
+
+from sidecars.common import capping
+from sidecars.common.app import Sidecar
+from sidecars.common.tools import fail
+
+from . import models as m
+
+Index = Annotated[str, Field(min_length=1, description="Index name, alias or pattern")]
+Query = Annotated[dict[str, Any] | None, Field(description="Query DSL, e.g. {\"match\": {\"title\": \"redis\"}}")]
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def register(sidecar: Sidecar) -> None:
+    es = sidecar.backend.client
+    limits = sidecar.settings.limits
+    tool = sidecar.registry
+    imax = limits.max_items
+    timeout = f"{int(sidecar.settings.backend_timeout * 1000)}ms"
+
+    @tool.read("List indices")
+    async def list_indices(pattern: str = "*", include_hidden: bool = False) -> m.Indices:
+        """Indices matching a pattern with health, status, document count and size."""
+        rows = await es.cat.indices(index=pattern, format="json", expand_wildcards="all" if include_hidden else "open",
+                                    h="index,health,status,docs.count,store.size,pri,rep", s="index")
+        kept, cut = capping.items(list(rows.body), imax)
+        return m.Indices(indices=[m.IndexInfo(index=r["index"], health=r.get("health"), status=r.get("status"),
+                                              docs_count=_int(r.get("docs.count")), store_size=r.get("store.size"),
+                                              primaries=_int(r.get("pri")), replicas=_int(r.get("rep")))
+                                  for r in kept], truncated=cut)
+
+    @tool.read("Get index mappings")
+    async def get_mappings(index: Index) -> m.Mappings:
+        """The field mappings of an index (or of every index matching a pattern)."""
+        raw = await es.indices.get_mapping(index=index)
+        data, cut = capping.deep({name: body.get("mappings", {}) for name, body in raw.body.items()}, limits)
+        return m.Mappings(mappings=data, truncated=cut)
+
+    @tool.read("Search documents")
+    async def search(index: Index, query: Query = None,
+                     size: Annotated[int, Field(ge=0)] = 10, offset: Annotated[int, Field(ge=0, description="hits to skip")] = 0,
+                     source: Annotated[list[str] | bool | None,
+                                       Field(description="fields to return, false for none")] = None,
+                     sort: list[Any] | None = None,
+                     aggs: dict[str, Any] | None = None) -> m.SearchResult:
+        """Search with the query DSL. At most MCP_MAX_ITEMS hits; `source` filters returned fields."""
+        want = min(size, imax)
+        resp = await es.search(index=index, query=query, size=want, from_=offset, source=source, sort=sort,
+                               aggs=aggs, timeout=timeout, track_total_hits=True)
+        body = resp.body
+        hits, truncated = [], size > want
+        for h in body["hits"]["hits"]:
+            src, cut = capping.deep(h.get("_source"), limits) if "_source" in h else (None, False)
+            truncated |= cut
+            hits.append(m.Hit(index=h["_index"], id=h["_id"], score=h.get("_score"), source=src))
+        hits, cut = capping.shrink_to_budget(hits, limits) if hits else (hits, False)
+        aggregations, agg_cut = capping.deep(body["aggregations"], limits) if "aggregations" in body else (None, False)
+        total = body["hits"].get("total") or {"value": len(hits), "relation": "eq"}
+        return m.SearchResult(total=total["value"], total_relation=total["relation"], hits=hits,
+                              aggregations=aggregations, took_ms=body.get("took", 0),
+                              timed_out=body.get("timed_out", False), truncated=truncated or cut or agg_cut)
+
+    @tool.read("Run an ES|QL query")
+    async def esql(query: Annotated[str, Field(min_length=1, description="e.g. FROM logs | STATS count(*) BY host")]
+                   ) -> m.EsqlResult:
+        """Run an ES|QL query (Elasticsearch 8.11+); at most MCP_MAX_ITEMS rows are returned."""
+        try:
+            resp = await es.esql.query(query=query, format="json")
+        except ApiError as exc:
+            if exc.meta.status in (404, 405) or (exc.meta.status == 400 and "no handler" in str(exc.body)):
+                raise fail("ES|QL is not available on this cluster (it needs Elasticsearch 8.11+ with the "
+                           "default x-pack distribution)") from None
+            raise
+        body = resp.body
+        rows, cut = capping.items(body.get("values", []), imax)
+        rows, deep_cut = capping.deep(rows, limits)
+        return m.EsqlResult(columns=[m.EsqlColumn(name=c["name"], type=c["type"]) for c in body.get("columns", [])],
+                            rows=rows, truncated=cut or deep_cut)
+
+    @tool.read("Count documents")
+    async def count(index: Index, query: Query = None) -> m.CountResult:
+        """How many documents match a query (all documents without one)."""
+        resp = await es.count(index=index, query=query)
+        return m.CountResult(index=index, count=resp["count"])
+
+    @tool.read("Get a document")
+    async def get_document(index: Annotated[str, Field(min_length=1)], id: Annotated[str, Field(min_length=1)],
+                           source: list[str] | None = None) -> m.Document:
+        """One document by id; `source` limits the returned fields."""
+        try:
+            resp = await es.get(index=index, id=id, source_includes=source)
+        except NotFoundError as exc:
+            if isinstance(exc.body, dict) and exc.body.get("found") is False:
+                return m.Document(index=index, id=id, found=False)
+            raise
+        src, cut = capping.deep(resp.get("_source"), limits)
+        return m.Document(index=resp["_index"], id=resp["_id"], found=True, version=resp.get("_version"),
+                          source=src, truncated=cut)
+
+    @tool.read("Cluster health")
+    async def cluster_health(index: str | None = None) -> m.ClusterHealth:
+        """Cluster (or index) health: green, yellow or red, with shard counts."""
+        h = await es.cluster.health(index=index, timeout=timeout)
+        return m.ClusterHealth(cluster_name=h["cluster_name"], status=h["status"], number_of_nodes=h["number_of_nodes"],
+                               active_shards=h["active_shards"], unassigned_shards=h["unassigned_shards"],
+                               active_shards_percent=h["active_shards_percent_as_number"], timed_out=h["timed_out"])
+
+    @tool.read("Shards")
+    async def get_shards(index: str | None = None) -> m.Shards:
+        """Shard placement and state for an index pattern (all indices without one)."""
+        rows = await es.cat.shards(index=index, format="json", h="index,shard,prirep,state,docs,store,node")
+        kept, cut = capping.items(list(rows.body), imax)
+        return m.Shards(shards=[m.ShardInfo(index=r["index"], shard=int(r["shard"]), prirep=r["prirep"],
+                                            state=r["state"], docs=_int(r.get("docs")), store=r.get("store"),
+                                            node=r.get("node")) for r in kept], truncated=cut)
+
+    @tool.read("Aliases")
+    async def list_aliases(pattern: str = "*") -> m.Aliases:
+        """Aliases matching a pattern and the indices they point to."""
+        rows = await es.cat.aliases(name=pattern, format="json", h="alias,index,is_write_index")
+        kept, cut = capping.items(list(rows.body), imax)
+        return m.Aliases(aliases=[m.Alias(alias=r["alias"], index=r["index"],
+                                          is_write_index={"true": True, "false": False}.get(r.get("is_write_index")))
+                                  for r in kept], truncated=cut)
+
+    # ------------------------------------------------------------------ writes
+    @tool.write(destructive=True, idempotent=False, title="Index a document")
+    async def index_document(index: Annotated[str, Field(min_length=1)], document: dict[str, Any],
+                             id: str | None = None, refresh: bool = False) -> m.WriteResult:
+        """Create or replace a document (a new id is generated when `id` is omitted)."""
+        resp = await es.index(index=index, id=id, document=document, refresh="true" if refresh else None)
+        return m.WriteResult(index=resp["_index"], id=resp["_id"], result=resp["result"], version=resp["_version"])
+
+    @tool.write(destructive=True, idempotent=True, title="Delete a document")
+    async def delete_document(index: Annotated[str, Field(min_length=1)], id: Annotated[str, Field(min_length=1)],
+                              refresh: bool = False) -> m.WriteResult:
+        """Delete one document by id (never an index)."""
+        try:
+            resp = await es.delete(index=index, id=id, refresh="true" if refresh else None)
+        except NotFoundError as exc:
+            if isinstance(exc.body, dict) and exc.body.get("result") == "not_found":
+                return m.WriteResult(index=index, id=id, result="not_found")
+            raise
+        return m.WriteResult(index=resp["_index"], id=resp["_id"], result=resp["result"], version=resp["_version"])
+
+    @tool.write(destructive=False, idempotent=False, title="Create an index")
+    async def create_index(index: Annotated[str, Field(min_length=1)], mappings: dict[str, Any] | None = None,
+                           settings: dict[str, Any] | None = None) -> m.WriteResult:
+        """Create a new index with optional mappings and settings (fails if it exists)."""
+        resp = await es.indices.create(index=index, mappings=mappings, settings=settings)
+        return m.WriteResult(index=resp["index"], result="acknowledged" if resp["acknowledged"] else "not_acknowledged")
