@@ -1,0 +1,1 @@
+"""Local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) for tests."""

