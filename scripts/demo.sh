@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# `make demo` entry point (after scripts/setup.sh): see scripts/demo.py for the steps.
 set -euo pipefail
-echo "make demo needs the local control plane (issue 4), which has not landed yet."
-echo "Meanwhile try the offline injector:  .venv/bin/mcp-sidecar inject -f deploy/examples/redis-statefulset.yaml"
+cd "$(dirname "$0")/.."
+exec .venv/bin/python scripts/demo.py "$@"
