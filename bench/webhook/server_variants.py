@@ -1,0 +1,203 @@
+"""How much of a review's cost is the web stack? The same ``review()`` behind thinner servers.
+
+    .venv/bin/python bench/webhook/server_variants.py                    # 8 s per cell, c=16 and 64
+    .venv/bin/python bench/webhook/server_variants.py --duration 5 --concurrency 1,16,64
+
+An experiment for the profile of issue 2, not a second implementation: each variant serves
+``POST /mutate`` with the very same ``webhook.admission.review`` and ``json.dumps`` of the answer
+on uvicorn (uvloop + httptools, access log off, one worker) and the same TLS certificate; only the
+layer between the socket and ``review()`` changes:
+
+- ``production``: ``mcp-sidecar serve`` itself (FastAPI, body limit, Prometheus metrics, logging);
+- ``starlette``: one Starlette ``Route`` (``await request.body()``, ``Response``) — no FastAPI;
+- ``asgi``: a bare ASGI callable (reads ``http.request`` messages, sends start + body);
+- ``asgi-plain``: the bare ASGI callable over plain HTTP, to show what TLS costs.
+
+Same wrk load generator, pinning and figures as ``admission_bench.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+VARIANTS = ("production", "starlette", "asgi", "asgi-plain")
+
+
+def make_app(variant: str) -> Any:
+    from webhook.admission import review
+    from webhook.config import default_config
+
+    config = default_config()
+
+    def answer(raw: bytes) -> bytes:
+        return json.dumps(review(raw, config).body, separators=(",", ":")).encode()
+
+    if variant == "starlette":
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        async def mutate(request: Request) -> Response:
+            return Response(answer(await request.body()), media_type="application/json")
+
+        return Starlette(routes=[Route("/mutate", mutate, methods=["POST"])])
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = answer(b"".join(chunks))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def serve_variant(variant: str, port: int, cert: str | None, key: str | None) -> None:
+    import uvicorn
+
+    uvicorn.run(make_app(variant), host="127.0.0.1", port=port, ssl_certfile=cert, ssl_keyfile=key,
+                log_level="warning", access_log=False, lifespan="off")
+
+
+class VariantProcess:
+    def __init__(self, variant: str, port: int, cert: Path | None, key: Path | None, ca: Path, log: Path):
+        self.variant, self.port, self.cert, self.key, self.ca, self.log = variant, port, cert, key, ca, log
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.cert else 'http'}://127.0.0.1:{self.port}"
+
+    def start(self) -> "VariantProcess":
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--_serve", self.variant, str(self.port),
+               str(self.cert or ""), str(self.key or "")]
+        self._log = open(self.log, "ab")
+        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.variant} exited:\n{self.log.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
+                    if self.cert:
+                        ssl.create_default_context(cafile=str(self.ca)).wrap_socket(raw, server_hostname="localhost").close()
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.variant} did not listen:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self.process is not None:
+            self._log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--_serve"]:
+        variant, port, cert, key = argv[1:5]
+        serve_variant(variant, int(port), cert or None, key or None)
+        return 0
+    parser = argparse.ArgumentParser(description="the same review() behind thinner servers")
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--concurrency", default="16,64")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--pod", choices=("typical", "64k"), default="typical")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    import httpx
+
+    from admission_bench import WRK_LUA, apply_answer, cell, pin, run_load, sh  # noqa: PLC0415
+    from engine_bench import env_pod, typical_pod  # noqa: PLC0415
+    from tests.support.webhook_process import WebhookProcess, free_port  # noqa: PLC0415
+    from tests.webhook.helpers import admission_review  # noqa: PLC0415
+
+    if shutil.which("wrk") is None:
+        print("error: needs wrk (apt-get install -y wrk, or run admission_bench.py once)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    pinned = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    server_cpu, client_cpu = (0, 1) if pinned else (None, None)
+    workdir = Path(tempfile.mkdtemp(prefix="server-variants-"))
+    pod = typical_pod() if args.pod == "typical" else env_pod(1000)
+    body = json.dumps(admission_review(pod), separators=(",", ":")).encode()
+    body_file = workdir / "review.json"
+    body_file.write_bytes(body)
+    lua = workdir / "post.lua"
+    lua.write_text(WRK_LUA)
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    production = WebhookProcess(workdir / "production", watch_seconds=2.0)
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    load_before = sh("uptime")
+    expected = None
+    for variant in args.variants.split(","):
+        if variant == "production":
+            server: Any = production
+        else:
+            tls = variant != "asgi-plain"
+            server = VariantProcess(variant, free_port(), production.cert_file if tls else None,
+                                    production.key_file if tls else None, production.ca_file, workdir / f"{variant}.log")
+        try:
+            server.start()
+            pin(server.process.pid, server_cpu)
+            answer = httpx.post(server.url + "/mutate", content=body, verify=str(production.ca_file), timeout=10).raise_for_status().json()
+            patched = apply_answer(pod, answer)
+            expected = expected or patched
+            assert patched == expected, f"{variant}: different patch"
+            run_load("wrk", server.url, body_file, lua, 16, 2, production.ca_file, client_cpu)  # warm-up
+            results[variant] = {}
+            for c in concurrency:
+                r = cell("wrk", server, server.process.pid, body_file, lua, c, args.duration, production.ca_file, client_cpu)
+                results[variant][c] = r
+                print(f"{variant:<11} c={c:<3} {r['rps']:8.0f} rev/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+                      f"errors {r['errors']}  server CPU {r['server_cpu_pct']:.0f}%", file=sys.stderr)
+        finally:
+            server.stop()
+    print(f"Pod: {args.pod}; wrk 1 thread, keep-alive, {args.duration:g} s per cell; "
+          f"{'servers on CPU 0, wrk on CPU 1' if pinned else 'no pinning'}. Load before: `{load_before}`; after: `{sh('uptime')}`.\n")
+    print("| variant | concurrency | reviews/s | p50 | p99 | server CPU | µs of server CPU per review |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for variant, per in results.items():
+        for c, r in per.items():
+            cpu_us = r["server_cpu_pct"] / 100 * r["seconds"] / max(r["requests"], 1) * 1e6
+            print(f"| {variant} | {c} | {r['rps']:,.0f} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {r['server_cpu_pct']:.0f}% | {cpu_us:.0f} |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
