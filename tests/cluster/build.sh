@@ -59,6 +59,21 @@ modules_cached() { # <module dir>: true when every module the build needs is alr
   (cd "$1" && GOPROXY=off go list -deps tool >/dev/null 2>&1)
 }
 
+ensure_modules() { # <module dir> <what> <size>: download the modules the build needs, with progress
+  local dir=$1 what=$2 size=$3
+  modules_cached "$dir" && return 0
+  local t0; t0=$(now)
+  say "downloading Go modules for $what (first time: $size into $(go env GOMODCACHE))..."
+  # -x logs one line per fetched file; print a counter instead of hundreds of URLs.
+  (cd "$dir" && go mod download -x 2>&1 | awk '
+      /^# get .*: 200 OK/ { n++; if (n % 50 == 0) { printf "    %d files fetched\n", n; fflush() } next }
+      /^# get / { next }
+      /^(cd|mkdir|unzip|rm|git) / { next }
+      { print; fflush() }
+      END { printf "    %d files fetched in total\n", n }')
+  say "modules for $what ready ($(($(now) - t0))s)"
+}
+
 build_kube() {
   local dir=$HERE/k8s
   local version; version=$(gomod_version "$dir/go.mod" k8s.io/kubernetes)
@@ -69,19 +84,14 @@ build_kube() {
   fi
   need_go
   local t0; t0=$(now)
-  if ! modules_cached "$dir"; then
-    say "downloading Go modules for k8s.io/kubernetes $version (first time: ~1 GB into $(go env GOMODCACHE), a few minutes)..."
-    (cd "$dir" && go mod download -x 2>&1 | awk '/^# get .*200 OK/ {n++; if (n % 50 == 0) {printf "    %d module files fetched\n", n; fflush()}} /error|Error/ {print; fflush()}')
-    say "modules ready ($(($(now) - t0))s)"
-  fi
+  ensure_modules "$dir" "k8s.io/kubernetes $version" "~1 GB"
   local major minor
   major=${version#v}; major=${major%%.*}
   minor=${version#v*.}; minor=${minor%%.*}
   local pkg=k8s.io/component-base/version
   local ldflags="-s -w -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  ldflags+=" -X $pkg/verflag.programName=kubernetes"
-  say "building kube-apiserver and kube-controller-manager $version (first time: ~15-20 min on 2 cores; cached afterwards)..."
+  say "building kube-apiserver and kube-controller-manager $version (first time: ~10-15 min on 2 cores, ~2 GB RAM; cached afterwards)..."
   local t1; t1=$(now)
   (cd "$dir" && go build -v -trimpath -buildvcs=false -ldflags "$ldflags" -o "$BIN/" \
       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager 2>&1 | progress kube)
@@ -99,6 +109,7 @@ build_etcd() {
   fi
   need_go
   local t0; t0=$(now)
+  ensure_modules "$dir" "etcd $version" "~150 MB"
   say "building etcd $version (first time: ~2-4 min)..."
   (cd "$dir" && go build -v -trimpath -buildvcs=false -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3 2>&1 | progress etcd)
   echo "$stamp" > "$BIN/.stamp-etcd"
@@ -142,6 +153,16 @@ build_tools() {
     echo "$stamp" > "$stampfile"
   done
 }
+
+# Several test sessions may share one checkout: build one at a time (the others then find the
+# binaries up to date).
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$BIN/.build.lock"
+  if ! flock -n 9; then
+    say "another build of the control plane is running; waiting for it..."
+    flock 9
+  fi
+fi
 
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(all)

@@ -445,6 +445,12 @@ class ControlPlane:
             sa_key.public_key().public_bytes(serialization.Encoding.PEM,
                                              serialization.PublicFormat.SubjectPublicKeyInfo)
         )
+        # Front proxy (aggregation / request-header authentication): without it the controller
+        # manager's delegated authentication keeps logging a missing requestheader CA.
+        fp_ca = make_ca("mcp-sidecar-test-front-proxy-ca")
+        self.front_proxy_ca_file, _ = fp_ca.write(pki, "front-proxy-ca")
+        fp_client = issue_cert(fp_ca, "front-proxy-client", client=True)
+        self.front_proxy_cert, self.front_proxy_key = fp_client.write(pki, "front-proxy-client")
         self.token_file = pki / "tokens.csv"
         self.token_file.write_text(f'{self.token},admin-token,admin-token,"system:masters"\n')
         self.token_file.chmod(0o600)
@@ -514,6 +520,16 @@ class ControlPlane:
             f"--service-account-issuer={SA_ISSUER}",
             f"--service-account-key-file={self.sa_pub_file}",
             f"--service-account-signing-key-file={self.sa_key_file}",
+            f"--requestheader-client-ca-file={self.front_proxy_ca_file}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={self.front_proxy_cert}",
+            f"--proxy-client-key-file={self.front_proxy_key}",
+            # The `kubernetes` Service's Endpoints cannot hold a loopback address; nothing runs in
+            # pods here anyway, so do not reconcile them (otherwise an error every 10 s).
+            "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
             "--storage-media-type=application/vnd.kubernetes.protobuf",
@@ -566,12 +582,14 @@ class ControlPlane:
     # ---- waiting / diagnostics ---------------------------------------------------------------
 
     def _wait(self, what: str, comp: Component, ready: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        t0 = time.monotonic()
+        deadline = t0 + timeout
         while True:
             if not comp.running():
                 raise ControlPlaneError(f"{comp.name} exited (code {comp.proc.returncode}) before {what}")
             with contextlib.suppress(Exception):
                 if ready():
+                    self._log(f"{what}: ok after {time.monotonic() - t0:.1f}s")
                     return
             if time.monotonic() > deadline:
                 raise ControlPlaneError(f"timed out after {timeout:.0f}s waiting for {what}")
