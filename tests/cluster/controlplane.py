@@ -383,19 +383,44 @@ class ControlPlane:
         pki = self.workdir / "pki"
         pki.mkdir(exist_ok=True)
         self._write_pki(pki)
-        try:
-            self._start_etcd()
-            self._start_apiserver(pki)
-            self._start_controller_manager(pki)
-            self._wait_for_default_service_account()
-        except BaseException as exc:
-            self._dump_logs(exc)
-            self.stop()
-            raise
+        for attempt in range(1, 4):
+            try:
+                self._start_etcd()
+                self._start_apiserver(pki)
+                self._start_controller_manager(pki)
+                self._wait_for_default_service_account()
+                break
+            except ControlPlaneError as exc:
+                # free_port() can race with another process grabbing the port before we bind it.
+                if attempt < 3 and self._port_conflict():
+                    self._log(f"port conflict ({exc}); retrying with new ports")
+                    self._stop_components()
+                    for sub in ("etcd", "logs"):
+                        shutil.rmtree(self.workdir / sub, ignore_errors=True)
+                    (self.workdir / "logs").mkdir()
+                    continue
+                self._dump_logs(exc)
+                self.stop()
+                raise
+            except BaseException as exc:
+                self._dump_logs(exc)
+                self.stop()
+                raise
         self._log(
             f"ready in {time.monotonic() - t0:.1f}s: {self.server} (kubeconfig {self.kubeconfig})"
         )
         return self
+
+    def _stop_components(self) -> None:
+        for comp in reversed(list(self.components.values())):
+            comp.stop()
+        self.components.clear()
+
+    def _port_conflict(self) -> bool:
+        return any(
+            not c.running() and "address already in use" in c.tail(200)
+            for c in self.components.values()
+        )
 
     def stop(self) -> None:
         """Stop every component (reverse start order) and remove the work dir. Idempotent."""
