@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from . import audit
 from .backend import Backend, Health
 from .config import ConfigError, ServerSettings
+from .fastpath import FastToolCalls
 from .metrics import Metrics
 from .security import AccessControl
 from .tools import ToolRegistry
@@ -56,6 +57,8 @@ class Sidecar:
             # AccessControl applies one policy whatever the address, so switch the SDK's off.
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
+        if self.settings.fast_path:
+            app = FastToolCalls(app, self.server)
         return AccessControl(app, auth_token=self.settings.auth_token, allowed_origins=self.settings.allowed_origins)
 
     async def serve(self) -> None:

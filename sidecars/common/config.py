@@ -103,6 +103,7 @@ class ServerSettings:
     allowed_origins: tuple[str, ...] = ()
     backend_timeout: float = 5.0
     log_level: str = "INFO"
+    fast_path: bool = True
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -119,6 +120,7 @@ class ServerSettings:
             allowed_origins=origins,
             backend_timeout=env.float("MCP_BACKEND_TIMEOUT", 5.0),
             log_level=log_level,
+            fast_path=env.bool("MCP_FAST_PATH", True),
             limits=Limits(
                 max_items=env.int("MCP_MAX_ITEMS", 100, minimum=1, maximum=10_000) or 100,
                 max_value_bytes=env.int("MCP_MAX_VALUE_BYTES", 64 * 1024, minimum=16, maximum=8 * 1024 * 1024)

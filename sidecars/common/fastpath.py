@@ -1,0 +1,114 @@
+"""A short path for the hot request: a single ``tools/call`` from a client on a classic protocol version.
+
+In stateless mode the SDK builds a transport, a session and a task group for every POST, which
+costs more than the Redis round trip it wraps. For the one request an AI client sends over and over
+we call the same ``MCPServer.call_tool`` directly and write the same JSON-RPC response. Anything
+else (initialize, tools/list, notifications, batches, requests carrying ``_meta``, the 2026 protocol,
+malformed input) is replayed untouched into the SDK, so protocol handling stays the SDK's.
+Set ``MCP_FAST_PATH=false`` to route everything through the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mcp.server import MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult, TextContent
+from mcp_types.methods import serialize_server_result
+
+# Versions whose tools/call is a plain request/response in JSON mode (no per-request envelope).
+CLASSIC_VERSIONS = frozenset({b"2025-03-26", b"2025-06-18", b"2025-11-25"})
+MAX_BODY = 1024 * 1024
+
+
+class FastToolCalls:
+    def __init__(self, app: Any, server: MCPServer, path: str = "/mcp"):
+        self.app = app
+        self.server = server
+        self.path = path
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        eligible = (
+            headers.get(b"mcp-protocol-version") in CLASSIC_VERSIONS
+            and headers.get(b"content-type", b"").split(b";")[0].strip() == b"application/json"
+            and b"application/json" in headers.get(b"accept", b"")
+            and b"mcp-session-id" not in headers
+        )
+        if not eligible:
+            await self.app(scope, receive, send)
+            return
+        body, messages = await _read_body(receive)
+        request = _tool_call(body) if body is not None else None
+        if request is None:
+            await self.app(scope, _replay(messages, receive), send)
+            return
+        result = await self._call(request["params"]["name"], request["params"].get("arguments") or {})
+        # The SDK's own per-version sieve, so the wire form is exactly what the SDK path would send.
+        version = headers[b"mcp-protocol-version"].decode()
+        wire = serialize_server_result(
+            "tools/call", version, result.model_dump(by_alias=True, mode="json", exclude_none=True))
+        payload = json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": wire},
+                             separators=(",", ":")).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _call(self, name: str, arguments: dict) -> CallToolResult:
+        """Same outcome as the SDK's tools/call handler: errors become ``isError`` results."""
+        try:
+            result = await self.server.call_tool(name, arguments)
+        except MCPError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ToolError and crashes alike, as the SDK does
+            return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+        return result
+
+
+def _tool_call(body: bytes) -> dict | None:
+    """The parsed request if it is one plain tools/call, else None (the SDK then handles it)."""
+    try:
+        msg = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or msg.get("method") != "tools/call":
+        return None
+    params = msg.get("params")
+    if (not isinstance(msg.get("id"), (int, str)) or isinstance(msg.get("id"), bool) or not isinstance(params, dict)
+            or not isinstance(params.get("name"), str) or "_meta" in params or "task" in params
+            or not isinstance(params.get("arguments", {}), dict) or set(msg) - {"jsonrpc", "id", "method", "params"}):
+        return None
+    return msg
+
+
+async def _read_body(receive: Any) -> tuple[bytes | None, list[dict]]:
+    """Read the request body (None when it is too large: the SDK then answers 413)."""
+    messages, chunks, size = [], [], 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None, messages
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        chunks.append(chunk)
+        if size > MAX_BODY:
+            return None, messages
+        if not message.get("more_body", False):
+            return b"".join(chunks), messages
+
+
+def _replay(messages: list[dict], receive: Any):
+    pending = list(messages)
+
+    async def replay() -> dict:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
