@@ -22,7 +22,8 @@ BIN=$CACHE/bin
 mkdir -p "$BIN"
 
 export CGO_ENABLED=0
-export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+# GOTOOLCHAIN is left to the user's setting: with Go's default (auto) an older local Go fetches the
+# toolchain the wrapper go.mod needs (>= 1.24) from the module proxy.
 
 say() { printf '==> %s\n' "$*"; }
 now() { date +%s; }
@@ -32,7 +33,7 @@ gomod_version() { # <go.mod> <module path>
 }
 
 stamp_of() { # <module dir> -> a string that changes whenever the build inputs change
-  { go env GOVERSION; cat "$1/go.mod" "$1/go.sum"; cat "$HERE/build.sh"; } | sha256sum | cut -d' ' -f1
+  { go env GOVERSION 2>/dev/null || echo no-go; cat "$1/go.mod" "$1/go.sum"; cat "$HERE/build.sh"; } | sha256sum | cut -d' ' -f1
 }
 
 up_to_date() { # <stamp file> <stamp> <binaries...>
@@ -93,8 +94,11 @@ build_kube() {
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   say "building kube-apiserver and kube-controller-manager $version (first time: ~10-15 min on 2 cores, ~2 GB RAM; cached afterwards)..."
   local t1; t1=$(now)
-  (cd "$dir" && go build -v -trimpath -buildvcs=false -ldflags "$ldflags" -o "$BIN/" \
+  local out; out=$(mktemp -d "$BIN/.build.XXXXXX")
+  (cd "$dir" && go build -v -trimpath -buildvcs=false -ldflags "$ldflags" -o "$out/" \
       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager 2>&1 | progress kube)
+  # rename(2) into place: a control plane starting meanwhile never runs a half-written binary
+  mv -f "$out/kube-apiserver" "$out/kube-controller-manager" "$BIN/" && rmdir "$out"
   echo "$stamp" > "$BIN/.stamp-kube"
   say "built kube-apiserver, kube-controller-manager $version in $(($(now) - t1))s (total $(($(now) - t0))s)"
 }
@@ -111,7 +115,9 @@ build_etcd() {
   local t0; t0=$(now)
   ensure_modules "$dir" "etcd $version" "~150 MB"
   say "building etcd $version (first time: ~2-4 min)..."
-  (cd "$dir" && go build -v -trimpath -buildvcs=false -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3 2>&1 | progress etcd)
+  local out; out=$(mktemp -d "$BIN/.build.XXXXXX")
+  (cd "$dir" && go build -v -trimpath -buildvcs=false -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3 2>&1 | progress etcd)
+  mv -f "$out/etcd" "$BIN/etcd" && rmdir "$out"
   echo "$stamp" > "$BIN/.stamp-etcd"
   say "built etcd $version in $(($(now) - t0))s"
 }
@@ -163,6 +169,7 @@ if command -v flock >/dev/null 2>&1; then
     flock 9
   fi
 fi
+rm -rf "$BIN"/.build.*  # left over by an interrupted build
 
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(all)
