@@ -589,6 +589,11 @@ class ControlPlane:
             "--use-service-account-credentials=true",
             "--leader-elect=false",
             "--controllers=*",
+            # The default client rate limit (20 qps) serialises the per-controller ServiceAccount and
+            # token set-up of --use-service-account-credentials: ~5 s until the first `default`
+            # ServiceAccount instead of <1 s. Nothing else talks to this apiserver, so lift it.
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
             *self.extra_controller_manager_args,
         ]
         comp = self._component("kube-controller-manager", args, [port])
