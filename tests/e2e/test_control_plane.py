@@ -184,3 +184,44 @@ def test_teardown_leaves_no_processes_or_ports_even_on_error(control_plane: Cont
     assert not [name for name, p in pids.items() if pid_alive(p)]
     assert not [p for p in ports if port_open(p)]
     assert not workdir.exists()
+
+
+_HOLDER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from tests.cluster.controlplane import ControlPlane
+cp = ControlPlane(build=False, log=lambda m: None).start()
+print(json.dumps({"pids": cp.pids, "ports": cp.ports, "workdir": str(cp.workdir)}), flush=True)
+time.sleep(600)
+"""
+
+
+def test_components_die_when_the_python_process_is_killed(control_plane: ControlPlane) -> None:
+    """SIGKILL skips atexit and finally blocks; PR_SET_PDEATHSIG still takes the components down."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, root], stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(holder.stdout.readline())
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    try:
+        ControlPlane.wait_for(lambda: not any(pid_alive(p) for p in info["pids"].values()), 15,
+                              "components to exit")
+        deadline = time.monotonic() + 10
+        while [p for p in info["ports"] if port_open(p)] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in info["ports"] if port_open(p)]
+    finally:
+        for pid in info["pids"].values():  # never leave anything behind, even if the test failed
+            if pid_alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        shutil.rmtree(info["workdir"], ignore_errors=True)
