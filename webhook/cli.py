@@ -1,4 +1,4 @@
-"""``mcp-sidecar`` command line: ``serve``, ``inject``, ``version``."""
+"""``mcp-sidecar`` command line: ``serve``, ``operator``, ``inject``, ``audit``, ``check-inject``, ``version``."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not args.tls_cert_file and not args.plain_http:
         print("error: the API server calls webhooks over TLS: give --tls-cert-file/--tls-key-file (or --plain-http for local testing)", file=sys.stderr)
         return 2
-    if not args.no_operator:
-        logging.getLogger("webhook").info("operator not started: this build has no operator yet (use --no-operator to silence)")
     try:
         serve(
             host=args.host,
@@ -31,11 +29,114 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             drain_seconds=args.drain_seconds,
             watch_seconds=args.watch_seconds,
+            operator_options=None if args.no_operator else _operator_options(args),
+            kubeconfig=args.kubeconfig,
         )
     except ConfigError as exc:
         print(f"error: invalid configuration {args.config}: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _operator_options(args: argparse.Namespace):
+    from webhook.operator import OperatorOptions, default_lease_namespace
+
+    return OperatorOptions(
+        companion_service=args.companion_service,
+        heal=args.heal,
+        heal_stale=args.heal_stale,
+        heal_interval=args.heal_interval,
+        heal_grace=args.heal_grace,
+        resync_seconds=args.resync_seconds,
+        leader_election=args.leader_election,
+        lease_namespace=args.leader_election_namespace or default_lease_namespace(),
+    )
+
+
+def _cmd_operator(args: argparse.Namespace) -> int:
+    """The operator alone (no admission server), with its metrics on --metrics-port."""
+    import signal
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from webhook.config_store import ConfigStore
+    from webhook.kube import KubeAccessError, api_client
+    from webhook.metrics import Metrics
+    from webhook.operator import Operator, OperatorRunner
+
+    metrics = Metrics()
+    try:
+        store = ConfigStore(args.config, on_reload=lambda result, cfg: metrics.config_reloads.labels(result=result).inc())
+        api = api_client(args.kubeconfig)
+    except (ConfigError, KubeAccessError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr="0.0.0.0", registry=metrics.registry)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    runner = OperatorRunner(Operator(api, lambda: store.current, metrics, _operator_options(args)))
+    runner.start()
+    while not stop.wait(args.watch_seconds):
+        store.reload_if_changed()
+    runner.stop()
+    return 0
+
+
+def _load_config_or_cluster(args: argparse.Namespace, api):
+    from webhook.audit import cluster_config
+    from webhook.config_store import ConfigStore
+
+    return ConfigStore(args.config).current if args.config else cluster_config(api)
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from webhook.audit import parse_fail_on, run_audit
+    from webhook.kube import KubeAccessError, api_client
+
+    try:
+        fail_on = parse_fail_on(args.fail_on)
+        api = api_client(args.kubeconfig, args.context)
+        config = _load_config_or_cluster(args, api)
+    except (ValueError, KubeAccessError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    namespace = None if args.all_namespaces else (args.namespace or _current_namespace(args))
+    return run_audit(api, namespace=namespace, output=args.output, fail_on=fail_on, config=config)
+
+
+def _cmd_check_inject(args: argparse.Namespace) -> int:
+    from webhook.check_inject import run_check
+    from webhook.kube import KubeAccessError, api_client
+
+    if bool(args.pod) == bool(args.filename):
+        print("error: give a POD name or -f MANIFEST (one of them)", file=sys.stderr)
+        return 2
+    try:
+        api = api_client(args.kubeconfig, args.context)
+        config = _load_config_or_cluster(args, api)
+        manifest = None
+        if args.filename:
+            manifest = sys.stdin.read() if args.filename == "-" else open(args.filename, encoding="utf-8").read()
+    except (ConfigError, KubeAccessError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_check(api, config, pod_name=args.pod, manifest=manifest, namespace=args.namespace or _current_namespace(args), output=args.output)
+
+
+def _current_namespace(args: argparse.Namespace) -> str:
+    from kubernetes import config as kube_config
+
+    try:
+        _, active = kube_config.list_kube_config_contexts(config_file=args.kubeconfig)
+        if args.context:
+            contexts, _ = kube_config.list_kube_config_contexts(config_file=args.kubeconfig)
+            active = next((c for c in contexts if c["name"] == args.context), active)
+        return (active or {}).get("context", {}).get("namespace") or "default"
+    except Exception:
+        return "default"
 
 
 def _cmd_inject(args: argparse.Namespace) -> int:
@@ -83,7 +184,31 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--plain-http", action="store_true", help="serve without TLS (local testing only)")
     serve.add_argument("--drain-seconds", type=int, default=20, help="grace period for in-flight reviews on SIGTERM")
     serve.add_argument("--watch-seconds", type=float, default=2.0, help="how often config and certificate files are checked")
+    serve.add_argument("--kubeconfig", help="for the operator; default: in-cluster, then $KUBECONFIG")
+    _operator_flags(serve)
     serve.set_defaults(func=_cmd_serve)
+
+    operator = sub.add_parser("operator", help="run only the operator (label propagation, companion Services, missed/stale detection)")
+    operator.add_argument("--config", help="sidecar configuration YAML (to judge staleness); defaults built in")
+    operator.add_argument("--kubeconfig")
+    operator.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0: off)")
+    operator.add_argument("--watch-seconds", type=float, default=2.0)
+    _operator_flags(operator)
+    operator.set_defaults(func=_cmd_operator)
+
+    audit = sub.add_parser("audit", help="list labelled pods and their injection state")
+    _cluster_flags(audit)
+    audit.add_argument("-A", "--all-namespaces", action="store_true")
+    audit.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    audit.add_argument("--fail-on", default="", help="comma list of missed,stale,unready,skipped: exit 1 if any pod is so")
+    audit.set_defaults(func=_cmd_audit)
+
+    check = sub.add_parser("check-inject", help="would this pod be injected, and if not, why")
+    _cluster_flags(check)
+    check.add_argument("pod", nargs="?", help="a live pod's name")
+    check.add_argument("-f", "--filename", help="a manifest (Pod or workload), or - for stdin")
+    check.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    check.set_defaults(func=_cmd_check_inject)
 
     inject = sub.add_parser("inject", help="inject sidecars into manifests offline (like istioctl kube-inject)")
     inject.add_argument("-f", "--filename", required=True, help="manifest file, or - for stdin")
@@ -93,6 +218,25 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _: print(__version__) or 0)
     return parser
+
+
+def _operator_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("operator")
+    group.add_argument("--companion-service", action=argparse.BooleanOptionalAction, default=True, help="create <workload>-mcp Services on port 9000")
+    group.add_argument("--heal", action=argparse.BooleanOptionalAction, default=False, help="evict missed pods (rate-limited, PDB-aware) so they come back injected")
+    group.add_argument("--heal-stale", action=argparse.BooleanOptionalAction, default=False, help="with --heal, also evict pods whose sidecar is stale")
+    group.add_argument("--heal-interval", type=float, default=10.0, help="minimum seconds between two evictions")
+    group.add_argument("--heal-grace", type=float, default=10.0, help="leave pods younger than this alone")
+    group.add_argument("--resync-seconds", type=float, default=60.0, help="period of the full re-check of labelled pods")
+    group.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True, help="one active operator among replicas (Lease)")
+    group.add_argument("--leader-election-namespace", help="namespace of the Lease (default: $POD_NAMESPACE or default)")
+
+
+def _cluster_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig")
+    parser.add_argument("--context")
+    parser.add_argument("-n", "--namespace")
+    parser.add_argument("--config", help="judge against this sidecar configuration file instead of the cluster's ConfigMap")
 
 
 def main(argv: list[str] | None = None) -> int:

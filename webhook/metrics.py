@@ -23,6 +23,14 @@ class Metrics:
         self.config_info = Gauge("mcp_injector_config_info", "Digest of the configuration in force", ["digest"], registry=r)
         self.tls_reloads = Counter("mcp_injector_tls_reloads", "TLS certificate reload attempts", ["result"], registry=r)
 
+        # operator
+        self.propagations = Counter("mcp_injector_label_propagations", "Workload label propagations", ["action"], registry=r)
+        self.companion_services = Counter("mcp_injector_companion_services", "Companion Service changes", ["action"], registry=r)
+        self.missed_pods = Counter("mcp_injector_missed_pods_detected", "Labelled pods found without the sidecar", registry=r)
+        self.stale_pods = Counter("mcp_injector_stale_pods_detected", "Pods whose sidecar differs from the current config", registry=r)
+        self.evictions = Counter("mcp_injector_healing_evictions", "Evictions for re-injection", ["result"], registry=r)
+        self.pods_by_state = Gauge("mcp_injector_labelled_pods", "Labelled pods by injection state (last sweep)", ["state"], registry=r)
+
     def set_config_digest(self, digest: str) -> None:
         self.config_info.clear()
         self.config_info.labels(digest=digest).set(1)

@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 import time
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -25,6 +25,9 @@ from webhook.admission import MAX_REVIEW_BYTES, BadReview, review
 from webhook.config_store import ConfigStore
 from webhook.metrics import Metrics
 from webhook.tls import CertReloader
+
+if TYPE_CHECKING:
+    from webhook.operator import OperatorOptions
 
 log = logging.getLogger("webhook.server")
 
@@ -142,8 +145,15 @@ def serve(
     log_level: str = "info",
     drain_seconds: int = 20,
     watch_seconds: float = 2.0,
+    operator_options: "OperatorOptions | None" = None,
+    kubeconfig: str | None = None,
 ) -> None:
-    """Run the admission server until SIGTERM/SIGINT; in-flight reviews are answered before exit."""
+    """Run the admission server until SIGTERM/SIGINT; in-flight reviews are answered before exit.
+
+    With ``operator_options`` the kopf operator runs beside it (in threads, sharing the config and
+    the metrics). An operator that cannot reach the cluster is logged, never fatal: admission
+    keeps working.
+    """
     metrics = Metrics()
     store = ConfigStore(config_path, on_reload=lambda result, cfg: _record_reload(metrics, result, cfg))
     app = create_app(store, metrics, config_poll_seconds=watch_seconds, cert_poll_seconds=watch_seconds)
@@ -166,7 +176,26 @@ def serve(
     # uvicorn drains, restores the previous handler and re-raises the signal it caught: make that
     # previous handler a clean exit so a drained shutdown ends with status 0, not "killed by SIGTERM".
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.Server(config).run()
+    runner = _start_operator(operator_options, kubeconfig, store, metrics) if operator_options else None
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if runner is not None:
+            runner.stop()
+
+
+def _start_operator(options, kubeconfig, store: ConfigStore, metrics: Metrics):
+    from webhook.kube import KubeAccessError, api_client
+    from webhook.operator import Operator, OperatorRunner
+
+    try:
+        api = api_client(kubeconfig)
+    except KubeAccessError as exc:
+        log.error("operator not started: %s", exc)
+        return None
+    runner = OperatorRunner(Operator(api, lambda: store.current, metrics, options))
+    runner.start()
+    return runner
 
 
 def _record_reload(metrics: Metrics, result: str, cfg) -> None:

@@ -25,12 +25,14 @@ def free_port() -> int:
 
 
 class WebhookProcess:
-    def __init__(self, workdir: Path, *, config_path: Path | None = None, port: int | None = None, extra_args: tuple[str, ...] = (), watch_seconds: float = 0.2):
+    def __init__(self, workdir: Path, *, config_path: Path | None = None, port: int | None = None, extra_args: tuple[str, ...] = (), watch_seconds: float = 0.2, kubeconfig: Path | None = None):
+        """``kubeconfig`` given: the operator runs too (``extra_args`` may carry its flags)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = config_path
         self.port = port or free_port()
         self.extra_args = extra_args
+        self.kubeconfig = kubeconfig
         self.watch_seconds = watch_seconds
         self.ca = trustme.CA()
         self.cert_file = self.workdir / "tls.crt"
@@ -57,9 +59,10 @@ class WebhookProcess:
     def start(self, timeout: float = 20.0) -> "WebhookProcess":
         cmd = [
             sys.executable, "-m", "webhook.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            "--tls-cert-file", str(self.cert_file), "--tls-key-file", str(self.key_file), "--no-operator",
+            "--tls-cert-file", str(self.cert_file), "--tls-key-file", str(self.key_file),
             "--watch-seconds", str(self.watch_seconds), *self.extra_args,
         ]
+        cmd += ["--kubeconfig", str(self.kubeconfig)] if self.kubeconfig else ["--no-operator"]
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
         self._log = open(self.log_file, "ab")

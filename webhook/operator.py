@@ -1,0 +1,308 @@
+"""The kopf operator: label propagation, companion Services, missed/stale detection and healing.
+
+Decisions come from pure modules (``propagation``, ``companion``, ``pod_audit``); this module only
+watches (kopf ``on.event`` handlers: they store no state in the objects, so Helm's view of a
+workload is never cluttered), reads and writes through the Kubernetes API, posts Events and counts
+metrics. Only the Lease holder acts (``webhook.leader``) when several replicas run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import kopf
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from webhook.companion import LABEL_COMPANION_OF, companion_name, desired_service, service_differs, wants_companion
+from webhook.config import InjectorConfig
+from webhook.constants import LABEL_BACKEND
+from webhook.leader import LeaseElector
+from webhook.metrics import Metrics
+from webhook.pod_audit import INJECTED, MISSED, PodAudit, audit_pod
+from webhook.propagation import WORKLOAD_KINDS, plan_propagation
+
+log = logging.getLogger("webhook.operator")
+
+_PLURALS = {"StatefulSet": "statefulsets", "Deployment": "deployments", "DaemonSet": "daemonsets"}
+_COMPONENT = "mcp-sidecar-operator"
+
+
+@dataclass
+class OperatorOptions:
+    companion_service: bool = True
+    heal: bool = False
+    heal_stale: bool = False
+    #: minimum seconds between two evictions (healing is a trickle, never a stampede)
+    heal_interval: float = 10.0
+    #: a missed pod younger than this is left alone (its creation may still be in flight)
+    heal_grace: float = 10.0
+    resync_seconds: float = 60.0
+    leader_election: bool = True
+    lease_namespace: str = "default"
+    lease_name: str = "mcp-sidecar-injector-operator"
+
+
+class Operator:
+    """Everything the handlers need, injectable for tests (API client, config, metrics)."""
+
+    def __init__(self, api: client.ApiClient, config: Callable[[], InjectorConfig], metrics: Metrics, options: OperatorOptions):
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.config = config
+        self.metrics = metrics
+        self.options = options
+        self._reported: dict[str, str] = {}  # pod uid -> condition already announced by an Event
+        self._namespace_cache: dict[str, tuple[float, dict[str, str]]] = {}
+        self._last_eviction = 0.0
+        self._lock = threading.Lock()
+
+    # -- workloads ------------------------------------------------------------------------------
+
+    def reconcile_workload(self, workload: Mapping[str, Any]) -> None:
+        kind = workload["kind"]
+        meta = workload["metadata"]
+        plan = plan_propagation(workload)
+        if plan.patch is not None:
+            patcher = getattr(self.apps, f"patch_namespaced_{_snake(kind)}")
+            workload = self.api.sanitize_for_serialization(patcher(meta["name"], meta["namespace"], plan.patch))
+            self.metrics.propagations.labels(action=plan.action).inc()
+            self.post_event(kind, meta, "Normal", "MCPLabelPropagated", plan.message)
+            log.info("%s %s/%s: %s", kind, meta["namespace"], meta["name"], plan.message)
+        elif plan.action == "conflict":
+            self.post_event(kind, meta, "Warning", "MCPLabelConflict", plan.message, once_key=f"{meta.get('uid')}:conflict")
+        if self.options.companion_service:
+            self.reconcile_companion(workload)
+
+    def reconcile_companion(self, workload: Mapping[str, Any]) -> None:
+        meta = workload["metadata"]
+        namespace = meta["namespace"]
+        desired = desired_service(workload) if wants_companion(workload) else None
+        name = companion_name(meta["name"])
+        try:
+            live = self.api.sanitize_for_serialization(self.core.read_namespaced_service(name, namespace))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            live = None
+        ours = live is not None and (live["metadata"].get("labels") or {}).get(LABEL_COMPANION_OF) == meta["name"][:63]
+        if desired is None:
+            if ours:
+                self.core.delete_namespaced_service(name, namespace)
+                self.metrics.companion_services.labels(action="deleted").inc()
+            return
+        if live is None:
+            self.core.create_namespaced_service(namespace, desired)
+            self.metrics.companion_services.labels(action="created").inc()
+            log.info("created companion Service %s/%s", namespace, name)
+        elif not ours:
+            self.post_event(workload["kind"], meta, "Warning", "MCPServiceExists",
+                            f"Service {name} exists and is not managed by mcp-sidecar-injector; no companion Service created",
+                            once_key=f"{meta.get('uid')}:svc")
+        elif service_differs(live, desired):
+            self.core.patch_namespaced_service(name, namespace, {"spec": {"selector": desired["spec"]["selector"], "ports": desired["spec"]["ports"]}})
+            self.metrics.companion_services.labels(action="updated").inc()
+
+    # -- pods -------------------------------------------------------------------------------------
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        now = time.monotonic()
+        cached = self._namespace_cache.get(namespace)
+        if cached and now - cached[0] < 30:
+            return cached[1]
+        try:
+            labels = self.core.read_namespace(namespace).metadata.labels or {}
+        except ApiException:
+            labels = {}
+        self._namespace_cache[namespace] = (now, labels)
+        return labels
+
+    def handle_pod(self, pod: Mapping[str, Any]) -> PodAudit:
+        meta = pod.get("metadata") or {}
+        row = audit_pod(pod, self.namespace_labels(meta.get("namespace", "")), self.config())
+        condition = "missed" if row.state == MISSED else "stale" if row.stale else ""
+        uid = str(meta.get("uid", ""))
+        if not condition:
+            self._reported.pop(uid, None)
+            return row
+        if self._reported.get(uid) != condition:
+            self._reported[uid] = condition
+            (self.metrics.missed_pods if condition == "missed" else self.metrics.stale_pods).inc()
+            message = f"pod {meta.get('name')} has no MCP sidecar: {row.reason}" if condition == "missed" else f"pod {meta.get('name')}'s MCP sidecar is stale: {row.reason}"
+            reason = "MCPSidecarMissed" if condition == "missed" else "MCPSidecarStale"
+            self.post_event("Pod", meta, "Warning", reason, message)
+            owner = _controller_ref(meta)
+            if owner is not None:
+                self.post_event(owner["kind"], {"name": owner["name"], "namespace": meta.get("namespace"), "uid": owner.get("uid")}, "Warning", reason, message)
+        if self.options.heal and (condition == "missed" or self.options.heal_stale):
+            self.maybe_evict(pod, condition)
+        return row
+
+    def maybe_evict(self, pod: Mapping[str, Any], condition: str) -> None:
+        meta = pod["metadata"]
+        if _controller_ref(meta) is None:
+            return  # a bare pod would be gone for good: never evicted
+        created = meta.get("creationTimestamp")
+        if created:
+            if isinstance(created, str):
+                created = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+            if (dt.datetime.now(dt.timezone.utc) - created).total_seconds() < self.options.heal_grace:
+                return
+        with self._lock:
+            if time.monotonic() - self._last_eviction < self.options.heal_interval:
+                return
+            self._last_eviction = time.monotonic()
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=meta["name"], namespace=meta["namespace"]))
+        try:
+            self.core.create_namespaced_pod_eviction(meta["name"], meta["namespace"], body)
+        except ApiException as exc:
+            result = "blocked" if exc.status == 429 else "error"  # 429: a PodDisruptionBudget says not now
+            self.metrics.evictions.labels(result=result).inc()
+            log.info("eviction of %s/%s %s: %s", meta["namespace"], meta["name"], result, exc.reason)
+            return
+        self.metrics.evictions.labels(result="evicted").inc()
+        self.post_event("Pod", meta, "Normal", "MCPSidecarHealing", f"evicted so that its controller recreates it with the sidecar ({condition})")
+        log.info("evicted %s pod %s/%s for re-injection", condition, meta["namespace"], meta["name"])
+
+    def sweep(self) -> dict[str, int]:
+        """Re-check every labelled pod (catches config changes that make sidecars stale)."""
+        pods = self.api.sanitize_for_serialization(self.core.list_pod_for_all_namespaces(label_selector=LABEL_BACKEND))
+        counts: dict[str, int] = {}
+        for pod in pods.get("items", []):
+            row = self.handle_pod(pod)
+            key = "stale" if row.state == INJECTED and row.stale else row.state
+            counts[key] = counts.get(key, 0) + 1
+        self.metrics.pods_by_state.clear()
+        for state, count in counts.items():
+            self.metrics.pods_by_state.labels(state=state).set(count)
+        live = {p["metadata"].get("uid") for p in pods.get("items", [])}
+        for uid in list(self._reported):
+            if uid not in live:
+                del self._reported[uid]
+        return counts
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def post_event(self, kind: str, meta: Mapping[str, Any], type_: str, reason: str, message: str, *, once_key: str | None = None) -> None:
+        if once_key is not None:
+            if self._reported.get(once_key) == reason:
+                return
+            self._reported[once_key] = reason
+        now = dt.datetime.now(dt.timezone.utc)
+        api_version = "v1" if kind == "Pod" else "apps/v1"
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name', 'object')}.", namespace=meta.get("namespace")),
+            involved_object=client.V1ObjectReference(api_version=api_version, kind=kind, name=meta.get("name"), namespace=meta.get("namespace"), uid=meta.get("uid")),
+            reason=reason, message=message[:1024], type=type_, first_timestamp=now, last_timestamp=now, count=1,
+            source=client.V1EventSource(component=_COMPONENT), reporting_component=_COMPONENT, reporting_instance=socket.gethostname(),
+        )
+        try:
+            self.core.create_namespaced_event(meta.get("namespace"), event)
+        except ApiException as exc:
+            log.debug("could not post event %s: %s", reason, exc.reason)
+
+
+def _controller_ref(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref
+    return None
+
+
+def _snake(kind: str) -> str:
+    return {"StatefulSet": "stateful_set", "Deployment": "deployment", "DaemonSet": "daemon_set"}[kind]
+
+
+def build_registry(operator: Operator) -> kopf.OperatorRegistry:
+    """kopf handlers bound to ``operator``; ``on.event`` keeps no state in the watched objects."""
+    registry = kopf.OperatorRegistry()
+    for kind, plural in _PLURALS.items():
+
+        def on_workload(body: Any, type: str | None, _kind: str = kind, **_: Any) -> None:  # noqa: A002 (kopf's name)
+            if type == "DELETED":
+                return  # the companion Service is garbage-collected through its ownerReference
+            workload = operator.api.sanitize_for_serialization(dict(body))
+            workload.setdefault("kind", _kind)
+            workload.setdefault("apiVersion", "apps/v1")
+            operator.reconcile_workload(workload)
+
+        kopf.on.event("apps", "v1", plural, registry=registry)(on_workload)
+
+    def on_pod(body: Any, type: str | None, **_: Any) -> None:  # noqa: A002
+        if type != "DELETED":
+            operator.handle_pod(operator.api.sanitize_for_serialization(dict(body)))
+
+    kopf.on.event("", "v1", "pods", labels={LABEL_BACKEND: kopf.PRESENT}, registry=registry)(on_pod)
+    return registry
+
+
+class OperatorRunner:
+    """Runs kopf (and the periodic sweep) in background threads while this replica leads."""
+
+    def __init__(self, operator: Operator):
+        self.operator = operator
+        self._stop = threading.Event()
+        self._kopf_stop: threading.Event | None = None
+        self._threads: list[threading.Thread] = []
+        self.ready = threading.Event()
+
+    def start(self) -> None:
+        options = self.operator.options
+        if options.leader_election:
+            identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+            elector = LeaseElector(self.operator.api, options.lease_namespace, options.lease_name, identity)
+            thread = threading.Thread(target=elector.run, args=(self._start_leading, self._stop_leading, self._stop), name="leader-election", daemon=True)
+        else:
+            thread = threading.Thread(target=self._start_leading, name="operator-start", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _start_leading(self) -> None:
+        self._kopf_stop = threading.Event()
+        kopf_stop = self._kopf_stop
+        settings = kopf.OperatorSettings()
+        settings.posting.enabled = False  # we post our own, precise Events
+        settings.scanning.disabled = True  # no CRD/namespace scanning: no RBAC on CRDs needed
+        settings.peering.standalone = True
+        registry = build_registry(self.operator)
+
+        def run_kopf() -> None:
+            asyncio.run(kopf.operator(registry=registry, settings=settings, clusterwide=True, standalone=True, stop_flag=kopf_stop, ready_flag=self.ready))
+
+        def run_sweeps() -> None:
+            while not kopf_stop.wait(self.operator.options.resync_seconds):
+                try:
+                    self.operator.sweep()
+                except Exception as exc:
+                    log.warning("sweep failed: %s", exc)
+
+        for target, name in ((run_kopf, "kopf"), (run_sweeps, "sweep")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _stop_leading(self) -> None:
+        if self._kopf_stop is not None:
+            self._kopf_stop.set()
+        self.ready.clear()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._stop_leading()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def default_lease_namespace() -> str:
+    return os.environ.get("POD_NAMESPACE", "default")
