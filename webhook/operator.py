@@ -162,6 +162,11 @@ class Operator:
             if time.monotonic() - self._last_eviction < self.options.heal_interval:
                 return
             self._last_eviction = time.monotonic()
+        backend = (meta.get("labels") or {}).get(LABEL_BACKEND, "")
+        if not self.injection_works(meta["namespace"], backend):
+            self.metrics.evictions.labels(result="webhook-not-injecting").inc()
+            log.info("not healing %s/%s: a dry-run pod is not injected right now (webhook down?)", meta["namespace"], meta["name"])
+            return
         body = client.V1Eviction(metadata=client.V1ObjectMeta(name=meta["name"], namespace=meta["namespace"]))
         try:
             self.core.create_namespaced_pod_eviction(meta["name"], meta["namespace"], body)
@@ -173,6 +178,31 @@ class Operator:
         self.metrics.evictions.labels(result="evicted").inc()
         self.post_event("Pod", meta, "Normal", "MCPSidecarHealing", f"evicted so that its controller recreates it with the sidecar ({condition})")
         log.info("evicted %s pod %s/%s for re-injection", condition, meta["namespace"], meta["name"])
+
+    def injection_works(self, namespace: str, backend: str) -> bool:
+        """Would the API server inject a pod in ``namespace`` right now? (server-side dry run)
+
+        Evicting a missed pod while the webhook is still unreachable would only recreate it
+        uninjected; this probe makes healing wait until injection works again.
+        """
+        restricted = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        probe = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "mcp-heal-probe-", "namespace": namespace, "labels": {LABEL_BACKEND: backend}},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{"name": "probe", "image": "registry.k8s.io/pause:3.10", "securityContext": restricted,
+                                "resources": {"requests": {"cpu": "1m", "memory": "4Mi"}, "limits": {"cpu": "1m", "memory": "4Mi"}}}],
+            },
+        }
+        try:
+            created = self.api.sanitize_for_serialization(self.core.create_namespaced_pod(namespace, probe, dry_run="All"))
+        except ApiException as exc:
+            log.info("heal probe in %s failed: %s", namespace, exc.reason)
+            return False
+        containers = (created.get("spec") or {}).get("containers", []) + ((created.get("spec") or {}).get("initContainers") or [])
+        return any(c.get("name") == "mcp-sidecar" for c in containers)
 
     def sweep(self) -> dict[str, int]:
         """Re-check every labelled pod (catches config changes that make sidecars stale)."""
@@ -243,7 +273,26 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
             operator.handle_pod(operator.api.sanitize_for_serialization(dict(body)))
 
     kopf.on.event("", "v1", "pods", labels={LABEL_BACKEND: kopf.PRESENT}, registry=registry)(on_pod)
+    kopf.on.login(registry=registry)(lambda **_: connection_info(operator.api))
     return registry
+
+
+def connection_info(api: client.ApiClient) -> kopf.ConnectionInfo:
+    """kopf logs in with exactly the credentials our own client loaded (--kubeconfig or in-cluster)."""
+    cfg = api.configuration
+    authorization = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    if authorization and cfg.api_key_prefix.get("authorization"):
+        authorization = f"{cfg.api_key_prefix['authorization']} {authorization}"
+    scheme, _, token = (authorization or "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+    )
 
 
 class OperatorRunner:
