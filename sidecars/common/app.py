@@ -57,6 +57,7 @@ class Sidecar:
             # AccessControl applies one policy whatever the address, so switch the SDK's off.
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
+        app = NoStandaloneStream(app)
         if self.settings.fast_path:
             app = FastToolCalls(app, self.server)
         return AccessControl(app, auth_token=self.settings.auth_token, allowed_origins=self.settings.allowed_origins)
@@ -76,6 +77,24 @@ class Sidecar:
             await server.serve()
         finally:
             await self.backend.close()
+
+
+class NoStandaloneStream:
+    """``GET /mcp`` → 405. In stateless mode the SDK would answer with an event stream that never
+    sends anything and never ends: every such request (a misdirected probe, a scanner) would pin a
+    connection forever. The spec lets a server without server-initiated messages refuse it."""
+
+    def __init__(self, app, path: str = "/mcp"):
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.path:
+            await send({"type": "http.response.start", "status": 405,
+                        "headers": [(b"allow", b"POST"), (b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
 
 
 def _release_memory() -> None:

@@ -167,3 +167,10 @@ def test_module_entry_point_serves(redis_server):
     env = redis_env(redis_server)
     with SidecarProcess("redis", env, command=[str(ENTRY)]) as sidecar:
         assert sidecar.get("/health").json()["status"] == "ok"
+
+
+def test_get_on_mcp_is_refused_instead_of_hanging(redis_sidecar):
+    """In stateless mode the SDK would hold a GET /mcp open forever; a misdirected probe must not."""
+    resp = httpx.get(redis_sidecar.url, headers={"Accept": "text/event-stream"}, timeout=5)
+    assert resp.status_code == 405 and resp.headers["allow"] == "POST"
+    assert httpx.delete(redis_sidecar.url, timeout=5).status_code == 405
