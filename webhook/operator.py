@@ -308,7 +308,7 @@ class OperatorRunner:
     def start(self) -> None:
         options = self.operator.options
         if options.leader_election:
-            identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+            identity = f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
             elector = LeaseElector(self.operator.api, options.lease_namespace, options.lease_name, identity)
             thread = threading.Thread(target=elector.run, args=(self._start_leading, self._stop_leading, self._stop), name="leader-election", daemon=True)
         else:
