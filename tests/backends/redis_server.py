@@ -5,6 +5,8 @@ No pytest here: the sidecar tests, the benchmark and the demo all use it.
     with RedisServer(password="s3cret") as redis:
         print(redis.port)
         redis.stop(); redis.start()   # same port, same password: a restart as a pod would see it
+
+    RedisServer(tls=TlsFiles(cert="srv.pem", key="srv.key", ca="ca.pem"))  # TLS-only listener
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 
 
 def free_port() -> int:
@@ -24,9 +28,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS-only Redis (the Debian build supports TLS)."""
+
+    cert: str
+    key: str
+    ca: str
+
+
 class RedisServer:
     def __init__(self, *, port: int | None = None, password: str | None = None, binary: str = "redis-server",
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, tls: TlsFiles | None = None):
         path = shutil.which(binary)
         if path is None:
             raise RuntimeError(f"{binary} not found: install the Debian package redis-server (scripts/setup.sh)")
@@ -34,6 +47,7 @@ class RedisServer:
         self.port = port or free_port()
         self.password = password
         self.extra_args = extra_args or []
+        self.tls = tls
         self.host = "127.0.0.1"
         self._dir = tempfile.mkdtemp(prefix="redis-test-")
         self._proc: subprocess.Popen | None = None
@@ -48,6 +62,9 @@ class RedisServer:
                 "--dir", self._dir, "--daemonize", "no", "--loglevel", "warning", *self.extra_args]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            args[1:3] = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls.cert,
+                         "--tls-key-file", self.tls.key, "--tls-ca-cert-file", self.tls.ca, "--tls-auth-clients", "no"]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -60,10 +77,17 @@ class RedisServer:
         self.stop()
         raise RuntimeError(f"redis-server did not answer PING on port {self.port} within {timeout}s")
 
+    def _connect(self, timeout: float) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        if self.tls:
+            context = ssl.create_default_context(cafile=self.tls.ca)
+            sock = context.wrap_socket(sock, server_hostname=self.host)
+        return sock
+
     def ping(self) -> bool:
         """True when the server answers PING (authenticating first when a password is set)."""
         try:
-            with socket.create_connection((self.host, self.port), timeout=0.5) as s:
+            with self._connect(0.5) as s:
                 if self.password:
                     s.sendall(_command("AUTH", self.password))
                     s.recv(64)
@@ -74,7 +98,7 @@ class RedisServer:
 
     def command(self, *args: str) -> bytes:
         """Send one command, return the raw RESP reply (for tests that need no client library)."""
-        with socket.create_connection((self.host, self.port), timeout=2) as s:
+        with self._connect(2) as s:
             if self.password:
                 s.sendall(_command("AUTH", self.password))
                 s.recv(64)

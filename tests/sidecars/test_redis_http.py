@@ -174,3 +174,35 @@ def test_get_on_mcp_is_refused_instead_of_hanging(redis_sidecar):
     resp = httpx.get(redis_sidecar.url, headers={"Accept": "text/event-stream"}, timeout=5)
     assert resp.status_code == 405 and resp.headers["allow"] == "POST"
     assert httpx.delete(redis_sidecar.url, timeout=5).status_code == 405
+
+
+def test_redis_db_selects_the_database(redis_server):
+    with socket.create_connection((redis_server.host, redis_server.port)) as s:
+        s.sendall(b"SELECT 3\r\nSET only-in-db3 here\r\n")
+        s.recv(64)
+    with SidecarProcess("redis", redis_env(redis_server, REDIS_DB="3")) as sidecar:
+        assert call(sidecar.url, "get", {"key": "only-in-db3"}).structured_content["value"] == "here"
+
+
+def test_tls_with_ca_verification(tmp_path):
+    """A TLS-only redis-server with a test CA: REDIS_TLS + REDIS_TLS_CA_FILE, and what happens without them."""
+    trustme = pytest.importorskip("trustme")
+    from tests.backends.redis_server import TlsFiles
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = TlsFiles(cert=str(tmp_path / "cert.pem"), key=str(tmp_path / "key.pem"), ca=str(tmp_path / "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(files.cert)
+    cert.private_key_pem.write_to_path(files.key)
+    ca.cert_pem.write_to_path(files.ca)
+    with RedisServer(tls=files, password="tls-pw") as redis:
+        redis.command("SET", "secure", "yes")
+        base = redis_env(redis, REDIS_TLS="true")
+        with SidecarProcess("redis", {**base, "REDIS_TLS_CA_FILE": files.ca}) as sidecar:
+            assert call(sidecar.url, "get", {"key": "secure"}).structured_content["value"] == "yes"
+        with SidecarProcess("redis", base) as untrusted:  # system trust store does not know the test CA
+            result = call(untrusted.url, "get", {"key": "secure"})
+            assert result.is_error and "CERTIFICATE_VERIFY_FAILED" in error_text(result).upper()
+            assert untrusted.get("/health").status_code == 503
+        with SidecarProcess("redis", {**base, "REDIS_TLS_VERIFY": "false"}) as unverified:
+            assert call(unverified.url, "get", {"key": "secure"}).structured_content["value"] == "yes"
