@@ -50,7 +50,7 @@ class KeyTTL(BaseModel):
 
 class HashValue(BaseModel):
     key: str
-    fields: dict[str, str]
+    fields: dict[str, str | None] = Field(description="null: the field is larger than MCP_MAX_VALUE_BYTES")
     length: int
     truncated: bool = False
 

@@ -18,6 +18,9 @@ from . import models as m
 
 Key = Annotated[str, Field(min_length=1, description="Redis key")]
 SCAN_ROUNDS = 50  # SCAN iterations per call: bounded work even on a huge keyspace
+# Redis cannot read part of a list element, set member or hash field, so before reading an
+# aggregate we ask MEMORY USAGE how big it is and read no more than this many bytes of it.
+READ_BUDGET = 8 * 1024 * 1024
 
 
 def _s(raw: Any) -> str:
@@ -44,6 +47,19 @@ def register(sidecar: Sidecar) -> None:
             return m.StringValue(key=key, exists=False, value=None, length=0)
         text, cut = capping.text(head, vmax)
         return m.StringValue(key=key, exists=True, value=text, length=length, truncated=cut or length > vmax)
+
+    async def _affordable(key: str, length: int) -> int:
+        """How many elements of an aggregate fit READ_BUDGET (at most MCP_MAX_ITEMS); refuses when even one would not."""
+        if length == 0:
+            return 0
+        usage = await r.memory_usage(key) or 0
+        if usage <= READ_BUDGET:
+            return imax
+        average = usage / length
+        if average > READ_BUDGET:
+            raise fail(f"{key} holds {length} element(s) of about {int(average)} bytes each; that is too large to "
+                       f"read through this server (budget {READ_BUDGET} bytes)")
+        return max(1, min(imax, int(READ_BUDGET // average)))
 
     # ----------------------------------------------------------------- strings
     @tool.read("Get a string value")
@@ -147,28 +163,47 @@ def register(sidecar: Sidecar) -> None:
     # ------------------------------------------------------------------ hashes
     @tool.read("Get one hash field")
     async def hget(key: Key, field: str) -> m.FieldValue:
-        """Read one field of a hash."""
+        """Read one field of a hash. A field larger than MCP_MAX_VALUE_BYTES is not read (value null, truncated)."""
+        if await r.hstrlen(key, field) > vmax:  # a field cannot be read partially: do not load it at all
+            return m.FieldValue(key=key, field=field, value=None, truncated=True)
         text, cut = value(await r.hget(key, field))
         return m.FieldValue(key=key, field=field, value=text, truncated=cut)
 
     @tool.read("Get a whole hash")
     async def hgetall(key: Key) -> m.HashValue:
-        """Read the fields of a hash; at most MCP_MAX_ITEMS fields (HSCAN beyond that)."""
+        """Read the fields of a hash; at most MCP_MAX_ITEMS fields (HSCAN beyond that). A field bigger than
+        MCP_MAX_VALUE_BYTES is not loaded at all: its value is null and the result is marked truncated."""
         length = await r.hlen(key)
-        raw: dict = {}
+        fields: dict[str, str | None] = {}
+        truncated = False
         if length <= imax:
-            raw = await r.hgetall(key)
+            # Small hash: size every field first (HSTRLEN) and fetch only those under the value cap.
+            names = await r.hkeys(key)
+            async with r.pipeline(transaction=False) as p:
+                for name in names:
+                    p.hstrlen(key, name)
+                sizes = await p.execute()
+            small = [n for n, size in zip(names, sizes) if size <= vmax]
+            values = await r.hmget(key, small) if small else []
+            fetched = dict(zip(small, values))
+            for name in names:
+                if name in fetched:
+                    fields[_s(name)], cut = value(fetched[name])
+                    truncated |= cut
+                else:
+                    fields[_s(name)], truncated = None, True  # too big to read: null and marked
         else:
+            want = await _affordable(key, length)
+            raw: dict = {}
             cursor = 0
             for _ in range(SCAN_ROUNDS):
-                cursor, batch = await r.hscan(key, cursor=cursor, count=imax)
+                cursor, batch = await r.hscan(key, cursor=cursor, count=want)
                 raw.update(batch)
-                if cursor == 0 or len(raw) >= imax:
+                if cursor == 0 or len(raw) >= want:
                     break
-        fields, truncated = {}, length > imax
-        for f, v in list(raw.items())[:imax]:
-            fields[_s(f)], cut = value(v)
-            truncated |= cut
+            truncated = True
+            for f, v in list(raw.items())[:want]:
+                fields[_s(f)], _ = value(v)
         return m.HashValue(key=key, fields=fields, length=length, truncated=truncated)
 
     @tool.read("Number of hash fields")
@@ -191,9 +226,10 @@ def register(sidecar: Sidecar) -> None:
     async def lrange(key: Key, start: int = 0, stop: int = -1) -> m.ListValue:
         """Read list elements start..stop (inclusive, negative counts from the end), at most MCP_MAX_ITEMS."""
         length = await r.llen(key)
+        want = await _affordable(key, length)
         first = start if start >= 0 else max(length + start, 0)
         last = stop if stop >= 0 else length + stop
-        last_capped = min(last, first + imax - 1)
+        last_capped = min(last, first + want - 1)
         raw = await r.lrange(key, first, last_capped) if last_capped >= first else []
         items, truncated = [], last > last_capped
         for v in raw:
@@ -220,13 +256,13 @@ def register(sidecar: Sidecar) -> None:
     @tool.write(destructive=True, idempotent=False, title="Pop from the head of a list")
     async def lpop(key: Key, count: Annotated[int, Field(ge=1)] = 1) -> m.Popped:
         """Remove and return up to `count` elements from the head of a list."""
-        raw = await r.lpop(key, min(count, imax)) or []
+        raw = await r.lpop(key, min(count, await _affordable(key, await r.llen(key)) or 1)) or []
         return m.Popped(key=key, items=[value(v)[0] for v in raw])
 
     @tool.write(destructive=True, idempotent=False, title="Pop from the tail of a list")
     async def rpop(key: Key, count: Annotated[int, Field(ge=1)] = 1) -> m.Popped:
         """Remove and return up to `count` elements from the tail of a list."""
-        raw = await r.rpop(key, min(count, imax)) or []
+        raw = await r.rpop(key, min(count, await _affordable(key, await r.llen(key)) or 1)) or []
         return m.Popped(key=key, items=[value(v)[0] for v in raw])
 
     # -------------------------------------------------------------------- sets
@@ -234,15 +270,16 @@ def register(sidecar: Sidecar) -> None:
     async def smembers(key: Key) -> m.ListValue:
         """Members of a set, at most MCP_MAX_ITEMS (SSCAN, so a big set is never loaded whole)."""
         length = await r.scard(key)
+        want = await _affordable(key, length)
         found: list = []
         cursor = 0
-        for _ in range(SCAN_ROUNDS):
-            cursor, batch = await r.sscan(key, cursor=cursor, count=imax)
+        for _ in range(SCAN_ROUNDS if want else 0):
+            cursor, batch = await r.sscan(key, cursor=cursor, count=want)
             found.extend(batch)
-            if cursor == 0 or len(found) >= imax:
+            if cursor == 0 or len(found) >= want:
                 break
-        items, truncated = [], length > imax
-        for v in found[:imax]:
+        items, truncated = [], length > want
+        for v in found[:want]:
             text, cut = value(v)
             items.append(text)
             truncated |= cut
@@ -273,9 +310,10 @@ def register(sidecar: Sidecar) -> None:
     async def zrange(key: Key, start: int = 0, stop: int = -1, reverse: bool = False) -> m.SortedSetValue:
         """Members with scores by rank start..stop (inclusive), lowest first unless `reverse`; at most MCP_MAX_ITEMS."""
         length = await r.zcard(key)
+        want = await _affordable(key, length)
         first = start if start >= 0 else max(length + start, 0)
         last = stop if stop >= 0 else length + stop
-        last_capped = min(last, first + imax - 1)
+        last_capped = min(last, first + want - 1)
         raw = await r.zrange(key, first, last_capped, desc=reverse, withscores=True) if last_capped >= first else []
         members = [m.ScoredMember(member=value(v)[0] or "", score=s) for v, s in raw]
         return m.SortedSetValue(key=key, members=members, length=length, truncated=last > last_capped)
@@ -309,7 +347,7 @@ def register(sidecar: Sidecar) -> None:
     async def xrange(key: Key, start: str = "-", end: str = "+",
                      count: Annotated[int, Field(ge=1)] = 10, reverse: bool = False) -> m.StreamEntries:
         """Stream entries between two ids (`-`/`+` for the ends), at most `count` (capped by MCP_MAX_ITEMS)."""
-        n = min(count, imax)
+        n = min(count, await _affordable(key, await r.xlen(key)) or 1)
         if reverse:
             raw = await r.xrevrange(key, max=end, min=start, count=n + 1)
         else:

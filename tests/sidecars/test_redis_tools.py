@@ -205,3 +205,44 @@ def test_wrong_type_is_a_clear_tool_error_not_a_crash(redis_sidecar_rw):
     result = call(redis_sidecar_rw.url, "get", {"key": "user:1"})
     assert result.is_error and "WRONGTYPE" in error_text(result)
     assert redis_sidecar_rw.alive()
+
+
+def _status_kib(pid: int, name: str) -> int:
+    from pathlib import Path
+
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith(name + ":"))
+    return int(line.split()[1])
+
+
+def test_huge_keys_cannot_push_the_process_past_its_memory_limit(redis_server):
+    """40 MB strings, hash fields and list elements: answers stay capped and the peak RSS stays far
+    below the container's 128Mi limit (a naive GET/HGETALL/LRANGE would load 120 MB at once)."""
+    from .conftest import redis_env
+    from .helpers import SidecarProcess
+
+    huge = "h" * (40 * 1024 * 1024)
+    redis_server.command("SET", "huge:string", huge)
+    redis_server.command("HSET", "huge:hash", "small", "ok", "big", huge)
+    for _ in range(3):
+        redis_server.command("RPUSH", "huge:list", huge)
+    redis_server.command("SADD", "huge:set", "a" * 5_000_000, "b" * 5_000_000, "c" * 5_000_000)
+    with SidecarProcess("redis", redis_env(redis_server)) as sidecar:  # defaults: 64 KiB values, 100 items
+        out = calls(sidecar.url, [
+            ("get", {"key": "huge:string"}),
+            ("hget", {"key": "huge:hash", "field": "big"}),
+            ("hgetall", {"key": "huge:hash"}),
+            ("lrange", {"key": "huge:list"}),
+            ("smembers", {"key": "huge:set"}),
+            ("xrange", {"key": "huge:list"}),
+        ])
+        peak_mib = _status_kib(sidecar.proc.pid, "VmHWM") / 1024
+    string = ok(out[0])
+    assert string["truncated"] and string["length"] == len(huge) and len(string["value"]) == 64 * 1024
+    assert ok(out[1]) == {"key": "huge:hash", "field": "big", "value": None, "truncated": True}
+    assert ok(out[2])["fields"] == {"small": "ok", "big": None} and ok(out[2])["truncated"] is True
+    assert out[3].is_error and "too large to read" in error_text(out[3])
+    members = ok(out[4])
+    assert members["truncated"] is True and members["length"] == 3
+    assert 1 <= len(members["items"]) < 3 and all(len(v) == 64 * 1024 for v in members["items"])
+    assert out[5].is_error and "WRONGTYPE" in error_text(out[5])
+    assert peak_mib < 110, f"peak RSS {peak_mib:.0f} MiB"
