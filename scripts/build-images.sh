@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Build the project's container images with whichever engine is present: docker, podman or buildah
+# (CONTAINER_ENGINE=docker|podman|buildah picks one). `make images` runs `build-images.sh --mcp`.
+#
+#   build-images.sh [--mcp] [--tag TAG] [--dry-run]
+#       --mcp      the MCP images (the only set this repository ships, so also the default):
+#                    mcp/sidecar-injector:TAG  (Dockerfile.webhook; TAG defaults to the pyproject version)
+#                    mcp/redis:latest, mcp/elasticsearch:latest  (Dockerfile.sidecars)
+#       --dry-run  print the build commands instead of running them
+#
+#   build-images.sh --webhook-venv DEST [PYTHON]
+#       build the injector's self-contained virtualenv (the payload of Dockerfile.webhook's final
+#       stage) into DEST; the Dockerfile's build stage runs exactly this, and tests/helm measure it.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+# The injector's runtime dependencies (versions pinned by constraints.txt): no sidecar, test or
+# uvicorn[standard] extras (watchfiles, websockets, dotenv are not used by `mcp-sidecar serve`).
+WEBHOOK_REQUIREMENTS=(fastapi uvicorn uvloop httptools jsonpatch PyYAML prometheus-client kopf kubernetes)
+
+webhook_venv() {
+  local dest=$1 python=${2:-python3}
+  rm -rf "$dest"
+  "$python" -m venv "$dest"
+  local pip=("$dest/bin/pip" install -q --no-cache-dir --disable-pip-version-check)
+  "${pip[@]}" -c "$root/constraints.txt" "${WEBHOOK_REQUIREMENTS[@]}"
+  # The package itself (webhook/ only: the build context holds no sidecars/).
+  local src
+  src=$(mktemp -d)
+  cp "$root/pyproject.toml" "$root/README.md" "$src/"
+  cp -r "$root/webhook" "$src/webhook"
+  find "$src" -name __pycache__ -prune -exec rm -rf {} +
+  "${pip[@]}" --no-deps "$src"
+  rm -rf "$src"
+  "$dest/bin/python" -m pip uninstall -q -y pip setuptools wheel 2>/dev/null || true
+  # Native wheels ship debug symbols; tests directories are dead weight.
+  if command -v strip >/dev/null 2>&1; then find "$dest" -name '*.so' -exec strip --strip-unneeded {} +; fi
+  find "$dest" -depth -type d -path '*/site-packages/*/tests' -exec rm -rf {} +
+  # kubernetes >= 35 also ships an asyncio copy of the whole client (~68 MB with bytecode) that
+  # nothing here imports (webhook/ uses kubernetes.client/config, kopf has its own client).
+  rm -rf "$dest"/lib/python3*/site-packages/kubernetes/aio
+  # The root filesystem is read-only at run time: precompile so imports never try to write .pyc.
+  "$dest/bin/python" -m compileall -q -j 0 "$dest/lib" >/dev/null
+}
+
+if [ "${1:-}" = "--webhook-venv" ]; then
+  shift
+  [ $# -ge 1 ] || { echo "usage: $0 --webhook-venv DEST [PYTHON]" >&2; exit 2; }
+  webhook_venv "$@"
+  exit 0
+fi
+
+tag="" dry_run=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --mcp) ;;
+    --tag) tag=$2; shift ;;
+    --dry-run) dry_run=1 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "error: unknown argument $1 (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ -z "$tag" ]; then
+  tag=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/pyproject.toml" | head -n1)
+fi
+
+engine=${CONTAINER_ENGINE:-}
+if [ -z "$engine" ]; then
+  for candidate in docker podman buildah; do
+    if command -v "$candidate" >/dev/null 2>&1; then engine=$candidate; break; fi
+  done
+fi
+if [ -z "$engine" ]; then
+  echo "error: no container engine found: install docker, podman or buildah (or set CONTAINER_ENGINE)." >&2
+  echo "       Nothing was built. The images are Dockerfile.webhook and Dockerfile.sidecars (targets redis, elasticsearch)." >&2
+  exit 3
+fi
+if ! command -v "$engine" >/dev/null 2>&1; then
+  echo "error: CONTAINER_ENGINE=$engine is not installed" >&2
+  exit 3
+fi
+if [ "$engine" = docker ] && [ "$dry_run" = 0 ] && ! docker info >/dev/null 2>&1; then
+  echo "error: docker is installed but its daemon is not reachable (docker info failed); start it or use podman/buildah" >&2
+  exit 3
+fi
+
+# build FILE TARGET TAG...: the build context is the repository; FILE.dockerignore keeps it small
+# (docker/BuildKit reads it by name, podman and buildah are given it explicitly).
+build() {
+  local file=$1 target=$2; shift 2
+  local cmd tags=()
+  for t in "$@"; do tags+=(-t "$t"); done
+  case $engine in
+    docker) cmd=(docker build -f "$file" ${target:+--target "$target"} "${tags[@]}" .) ;;
+    podman) cmd=(podman build --ignorefile "$file.dockerignore" -f "$file" ${target:+--target "$target"} "${tags[@]}" .) ;;
+    buildah) cmd=(buildah build --ignorefile "$file.dockerignore" -f "$file" ${target:+--target "$target"} "${tags[@]}" .) ;;
+    *) echo "error: unsupported engine $engine (docker, podman or buildah)" >&2; exit 3 ;;
+  esac
+  echo "==> ${cmd[*]}"
+  if [ "$dry_run" = 0 ]; then (cd "$root" && DOCKER_BUILDKIT=1 "${cmd[@]}"); fi
+}
+
+echo "==> building the MCP images with $engine"
+build Dockerfile.webhook "" "mcp/sidecar-injector:$tag" "mcp/sidecar-injector:latest"
+build Dockerfile.sidecars redis "mcp/redis:latest"
+build Dockerfile.sidecars elasticsearch "mcp/elasticsearch:latest"
+echo "==> built mcp/sidecar-injector:$tag, mcp/redis:latest, mcp/elasticsearch:latest"
