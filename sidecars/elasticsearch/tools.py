@@ -15,6 +15,7 @@ from sidecars.common.app import Sidecar
 from sidecars.common.tools import fail
 
 from . import models as m
+from .sizing import DocSizes
 
 Index = Annotated[str, Field(min_length=1, description="Index name, alias or pattern")]
 Query = Annotated[dict[str, Any] | None, Field(description="Query DSL, e.g. {\"match\": {\"title\": \"redis\"}}")]
@@ -33,6 +34,7 @@ def register(sidecar: Sidecar) -> None:
     tool = sidecar.registry
     imax = limits.max_items
     timeout = f"{int(sidecar.settings.backend_timeout * 1000)}ms"
+    sizes = DocSizes(es)
 
     @tool.read("List indices")
     async def list_indices(pattern: str = "*", include_hidden: bool = False) -> m.Indices:
@@ -59,17 +61,21 @@ def register(sidecar: Sidecar) -> None:
                                        Field(description="fields to return, false for none")] = None,
                      sort: list[Any] | None = None,
                      aggs: dict[str, Any] | None = None) -> m.SearchResult:
-        """Search with the query DSL. At most MCP_MAX_ITEMS hits; `source` filters returned fields."""
+        """Search with the query DSL. At most MCP_MAX_ITEMS hits, fewer when documents are big (the
+        answer says truncated); `source` filters returned fields, false returns none."""
         want = min(size, imax)
+        if want and source is not False:
+            want = await sizes.affordable_hits(index, want)  # big documents: fewer hits per answer
         resp = await es.search(index=index, query=query, size=want, from_=offset, source=source, sort=sort,
                                aggs=aggs, timeout=timeout, track_total_hits=True)
         body = resp.body
-        hits, truncated = [], size > want
+        raw_hits, truncated = [], size > want
         for h in body["hits"]["hits"]:
             src, cut = capping.deep(h.get("_source"), limits) if "_source" in h else (None, False)
             truncated |= cut
-            hits.append(m.Hit(index=h["_index"], id=h["_id"], score=h.get("_score"), source=src))
-        hits, cut = capping.shrink_to_budget(hits, limits) if hits else (hits, False)
+            raw_hits.append({"index": h["_index"], "id": h["_id"], "score": h.get("_score"), "source": src})
+        raw_hits, cut = capping.shrink_to_budget(raw_hits, limits)
+        hits = [m.Hit(**h) for h in raw_hits]
         aggregations, agg_cut = capping.deep(body["aggregations"], limits) if "aggregations" in body else (None, False)
         total = body["hits"].get("total") or {"value": len(hits), "relation": "eq"}
         return m.SearchResult(total=total["value"], total_relation=total["relation"], hits=hits,

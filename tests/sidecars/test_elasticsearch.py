@@ -184,3 +184,24 @@ def test_bad_configuration_fails_fast_with_one_line(env, named):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0] and lines[0].startswith("configuration error:")
+
+
+def test_big_documents_limit_hits_per_answer_and_memory(es_node):
+    """30 documents of ~1 MB: a search for 50 hits returns only what fits the read budget."""
+    doc = {"title": "big", "blob": "".join(f"{i:07d}" for i in range(150_000))}  # ~1 MB, poorly compressible
+    bulk = "".join('{"index":{"_index":"bigdocs","_id":"%d"}}\n%s\n' % (i, __import__("json").dumps(doc))
+                   for i in range(30))
+    es_node.request("PUT", "/bigdocs", {"settings": {"number_of_replicas": 0},
+                                        "mappings": {"properties": {"blob": {"type": "text", "index": False}}}})
+    es_node.request("POST", "/_bulk?refresh=true", bulk)
+    es_node.request("POST", "/bigdocs/_flush")
+    with SidecarProcess("elasticsearch", es_env(es_node)) as sidecar:
+        result = ok(call(sidecar.url, "search", {"index": "bigdocs", "size": 50}))
+        assert result["total"] == 30 and result["truncated"] is True
+        assert 1 <= len(result["hits"]) < 30
+        assert all(len(h["source"]["blob"]) == 64 * 1024 for h in result["hits"])
+        ids_only = ok(call(sidecar.url, "search", {"index": "bigdocs", "size": 50, "source": False}))
+        assert len(ids_only["hits"]) == 30  # no documents fetched: no reason to cut
+        peak = int(next(line for line in Path(f"/proc/{sidecar.proc.pid}/status").read_text().splitlines()
+                        if line.startswith("VmHWM:")).split()[1]) / 1024
+        assert peak < 128, f"peak RSS {peak:.0f} MiB"
