@@ -9,10 +9,6 @@ from typing import Protocol
 from .metrics import Metrics
 
 
-class BackendError(Exception):
-    """The backend could not be reached or did not answer in time (as opposed to a bad request)."""
-
-
 class Backend(Protocol):
     name: str
 

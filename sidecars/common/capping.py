@@ -63,11 +63,6 @@ def deep(value: Any, limits: Limits, _depth: int = 0) -> tuple[Any, bool]:
     return value, False
 
 
-def total_size_ok(value: Any, limits: Limits) -> bool:
-    """True when the JSON form of ``value`` fits the whole-result byte budget."""
-    return len(json.dumps(value, default=str)) <= limits.max_result_bytes
-
-
 def shrink_to_budget(values: list[Any], limits: Limits) -> tuple[list[Any], bool]:
     """Drop trailing entries until the list fits ``max_result_bytes`` as JSON."""
     budget = limits.max_result_bytes

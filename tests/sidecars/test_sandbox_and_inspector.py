@@ -8,12 +8,10 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 
-from tests.backends.redis_server import RedisServer
 
 from .conftest import es_env, redis_env
 from .helpers import REPO, SidecarProcess, call, list_tools
