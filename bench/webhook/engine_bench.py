@@ -95,20 +95,24 @@ def calibrate(fn: Callable[[], Any], seconds: float, min_runs: int = 100, max_ru
     return int(max(min_runs, min(max_runs, seconds * 1e9 / estimate)))
 
 
-def sample(fn: Callable[[], Any], runs: int, into: list[int]) -> None:
-    """Time ``runs`` calls of ``fn`` one by one (nanoseconds) into ``into``."""
+def sample(fn: Callable[[], Any], runs: int, into: list[int], cpu: list[int]) -> None:
+    """Time ``runs`` calls of ``fn`` one by one (wall nanoseconds) into ``into``; add the thread CPU
+    time of the whole batch to ``cpu`` (preemption by other processes inflates wall time, not this)."""
     clock = time.perf_counter_ns
+    cpu0 = time.thread_time_ns()
     for _ in range(runs):
         start = clock()
         fn()
         into.append(clock() - start)
+    cpu[0] += time.thread_time_ns() - cpu0
 
 
-def summary(samples: list[int]) -> dict[str, float]:
-    """Median, p99, mean and max in milliseconds."""
+def summary(samples: list[int], cpu_ns: int) -> dict[str, float]:
+    """Median, p99, mean and max wall time and mean thread CPU time per call, in milliseconds."""
     samples = sorted(samples)
     runs = len(samples)
     return {
+        "cpu_mean_ms": cpu_ns / runs / 1e6,
         "runs": runs,
         "median_ms": statistics.median(samples) / 1e6,
         "p99_ms": samples[min(runs - 1, int(runs * 0.99))] / 1e6,
@@ -141,16 +145,17 @@ def run(seconds: float, rounds: int) -> dict[str, Any]:
             "case": label, "env_vars": count, "pod_json_bytes": json_size(pod), "review_bytes": len(raw),
             "fns": {"evaluate": (engine, calibrate(engine, per_round)), "review": (full, calibrate(full, per_round))},
             "samples": {"evaluate": [], "review": []},
+            "cpu": {"evaluate": [0], "review": [0]},
         })
     for _ in range(rounds):
         for plan in plans:
             for key, (fn, runs) in plan["fns"].items():
                 gc.collect()
-                sample(fn, runs, plan["samples"][key])
+                sample(fn, runs, plan["samples"][key], plan["cpu"][key])
     rows = []
     for plan in plans:
         row = {k: plan[k] for k in ("case", "env_vars", "pod_json_bytes", "review_bytes")}
-        row.update({key: summary(samples) for key, samples in plan["samples"].items()})
+        row.update({key: summary(samples, plan["cpu"][key][0]) for key, samples in plan["samples"].items()})
         rows.append(row)
     base = rows[0]
     for row in rows[1:]:
@@ -174,8 +179,9 @@ def _slope(rows: list[dict[str, Any]], key: str) -> float:
 
 def markdown(report: dict[str, Any]) -> str:
     out = [
-        "| pod | pod JSON | review JSON | `evaluate` median | `evaluate` p99 | µs / env var | `review()` median | `review()` p99 | µs / env var |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| pod | pod JSON | review JSON | `evaluate` median | `evaluate` p99 | `evaluate` CPU/call | µs / env var "
+        "| `review()` median | `review()` p99 | `review()` CPU/call | µs / env var |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         ev, rv = r["evaluate"], r["review"]
@@ -183,14 +189,16 @@ def markdown(report: dict[str, Any]) -> str:
         per_r = f"{r['review_us_per_env_var']:.3f}" if r["env_vars"] else "—"
         out.append(
             f"| {r['case']} | {r['pod_json_bytes'] / 1024:.1f} KiB | {r['review_bytes'] / 1024:.1f} KiB "
-            f"| {ev['median_ms']:.3f} ms | {ev['p99_ms']:.3f} ms | {per_e} "
-            f"| {rv['median_ms']:.3f} ms | {rv['p99_ms']:.3f} ms | {per_r} |"
+            f"| {ev['median_ms']:.3f} ms | {ev['p99_ms']:.3f} ms | {ev['cpu_mean_ms']:.3f} ms | {per_e} "
+            f"| {rv['median_ms']:.3f} ms | {rv['p99_ms']:.3f} ms | {rv['cpu_mean_ms']:.3f} ms | {per_r} |"
         )
     slope = report["slope_us_per_env_var"]
     out.append("")
     out.append(
         f"Least-squares slope over all sizes: `evaluate` {slope['evaluate']:.3f} µs per env var, "
-        f"`review()` {slope['review']:.3f} µs per env var (Python {report['python']})."
+        f"`review()` {slope['review']:.3f} µs per env var (Python {report['python']}). Wall-time p99s include preemption "
+        f"by other processes (load average at the end: {', '.join('%.2f' % x for x in report['machine']['load'])}); "
+        f"\"CPU/call\" is the mean thread CPU time (`time.thread_time_ns`), which preemption does not inflate."
     )
     typical = report["rows"][0]["evaluate"]["median_ms"]
     k64 = next(r for r in report["rows"] if r["env_vars"] == 1000)
