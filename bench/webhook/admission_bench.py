@@ -529,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         peer.stop()
         ours.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
     report["load_after"] = sh("uptime")
     print(markdown(report))
     print(f"\nLoad before: `{report['load_before']}`; after: `{report['load_after']}`.")

@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrk during profiling: {line[len('BENCH_JSON '):]}")
     if not raw.exists():
         print(f"py-spy wrote no profile: {spy.stderr.read().decode(errors='replace') if spy and spy.stderr else ''}", file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
         return 1
     stacks: list[tuple[str, int]] = []
     for line in raw.read_text().splitlines():
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n| top {args.top} functions by self time | share |\n|---|---:|")
     for frame, n in selfs.most_common(args.top):
         print(f"| `{frame.replace(str(ROOT) + '/', '').replace('|', '/')}` | {100 * n / total:.1f}% |")
+    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

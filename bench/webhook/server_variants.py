@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu = min(r["server_cpu_us_per_review"] for r in runs)
             print(f"| {variant} | {c} | {best['rps']:,.0f} | {best['p50_ms']:.2f} / {best['p99_ms']:.2f} ms | {cpu:.0f} µs "
                   f"| {', '.join(format(r['rps'], ',.0f') for r in runs)} |")
+    shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
