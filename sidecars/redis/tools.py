@@ -40,11 +40,17 @@ def register(sidecar: Sidecar) -> None:
         return (None, False) if raw is None else capping.text(raw, vmax)
 
     async def _string(key: str) -> m.StringValue:
-        async with r.pipeline(transaction=False) as p:
-            p.strlen(key).getrange(key, 0, vmax).exists(key)
-            length, head, exists = await p.execute()
-        if not exists:
-            return m.StringValue(key=key, exists=False, value=None, length=0)
+        # One GETRANGE answers the common case (a value that fits) in a single round trip; only a
+        # value that fills the window needs STRLEN, and only an empty answer needs EXISTS.
+        head = await r.getrange(key, 0, vmax)
+        return await _finish_string(key, head)
+
+    async def _finish_string(key: str, head: bytes) -> m.StringValue:
+        if not head:
+            if not await r.exists(key):
+                return m.StringValue(key=key, exists=False, value=None, length=0)
+            return m.StringValue(key=key, exists=True, value="", length=0)
+        length = len(head) if len(head) <= vmax else await r.strlen(key)
         text, cut = capping.text(head, vmax)
         return m.StringValue(key=key, exists=True, value=text, length=length, truncated=cut or length > vmax)
 
@@ -73,17 +79,14 @@ def register(sidecar: Sidecar) -> None:
         kept, cut = capping.items(keys, imax)
         async with r.pipeline(transaction=False) as p:
             for k in kept:
-                p.strlen(k).getrange(k, 0, vmax).exists(k)
-            raw = await p.execute(raise_on_error=False)
+                p.getrange(k, 0, vmax)
+            heads = await p.execute(raise_on_error=False)
         values = []
-        for i, k in enumerate(kept):
-            length, head, exists = raw[3 * i: 3 * i + 3]
-            if isinstance(length, Exception):  # not a string: report it like GET would
+        for k, head in zip(kept, heads):
+            if isinstance(head, Exception):  # not a string (WRONGTYPE): present, but no string value
                 values.append(m.StringValue(key=k, exists=True, value=None, length=0))
-                continue
-            text, vcut = value(head) if exists else (None, False)
-            values.append(m.StringValue(key=k, exists=bool(exists), value=text, length=length,
-                                        truncated=vcut or length > vmax))
+            else:
+                values.append(await _finish_string(k, head))
         return m.MultiValue(values=values, truncated=cut)
 
     @tool.write(destructive=True, idempotent=True, title="Set a string value")

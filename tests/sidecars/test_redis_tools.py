@@ -246,3 +246,25 @@ def test_huge_keys_cannot_push_the_process_past_its_memory_limit(redis_server):
     assert 1 <= len(members["items"]) < 3 and all(len(v) == 64 * 1024 for v in members["items"])
     assert out[5].is_error and "WRONGTYPE" in error_text(out[5])
     assert peak_mib < 110, f"peak RSS {peak_mib:.0f} MiB"
+
+
+def test_string_edges_empty_missing_and_exactly_at_the_cap(redis_sidecar_rw):
+    # MCP_MAX_VALUE_BYTES=1024 on this sidecar.
+    out = calls(redis_sidecar_rw.url, [
+        ("set", {"key": "edge:empty", "value": ""}),
+        ("set", {"key": "edge:at", "value": "a" * 1024}),
+        ("set", {"key": "edge:over", "value": "b" * 1025}),
+        ("get", {"key": "edge:empty"}),
+        ("get", {"key": "edge:missing"}),
+        ("get", {"key": "edge:at"}),
+        ("get", {"key": "edge:over"}),
+        ("hset", {"key": "edge:hash", "fields": {"a": "1"}}),
+        ("mget", {"keys": ["edge:empty", "edge:missing", "edge:over", "edge:hash"]}),
+    ])
+    assert ok(out[3]) == {"key": "edge:empty", "exists": True, "value": "", "length": 0, "truncated": False}
+    assert ok(out[4]) == {"key": "edge:missing", "exists": False, "value": None, "length": 0, "truncated": False}
+    assert ok(out[5])["truncated"] is False and ok(out[5])["length"] == 1024
+    assert ok(out[6])["truncated"] is True and ok(out[6])["length"] == 1025 and len(ok(out[6])["value"]) == 1024
+    many = ok(out[8])["values"]
+    assert [(v["exists"], v["length"], v["truncated"]) for v in many] == [
+        (True, 0, False), (False, 0, False), (True, 1025, True), (True, 0, False)]
