@@ -4,12 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests start for real (Redis, bubblewrap for read-only/non-root runs).
+# Debian packages the tests start for real: Redis, bubblewrap (read-only root / uid 1000 runs),
+# wrk (admission benchmark). Java+Maven (the Elasticsearch test node) and Node/npm (MCP Inspector)
+# come with the machine image; installed from Debian only when absent.
 APT_PACKAGES=(redis-server bubblewrap)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
+command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 if ((${#missing[@]})); then
   echo "==> installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -19,6 +25,9 @@ if ((${#missing[@]})); then
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
   $SUDO service redis-server stop >/dev/null 2>&1 || true
 fi
+
+# The e2e control plane is built from Go modules (tests/cluster/build.sh, on first use).
+command -v go >/dev/null 2>&1 || { echo "error: Go >= 1.24 is required to build the local control plane (tests/cluster/build.sh)" >&2; exit 1; }
 
 PYTHON=${PYTHON:-python3}
 stamp=.venv/.installed
