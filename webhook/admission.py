@@ -7,7 +7,8 @@ the engine never sees a malformed request.
 from __future__ import annotations
 
 import base64
-import json
+
+import orjson
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +44,8 @@ class ReviewOutcome:
 def parse_review(raw: bytes) -> dict[str, Any]:
     """Decode and check the envelope; raise ``BadReview`` with a message for the caller."""
     try:
-        review = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        review = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise BadReview(f"body is not valid JSON: {exc}") from None
     if not isinstance(review, dict):
         raise BadReview("body must be a JSON object (an AdmissionReview)")
@@ -65,12 +66,17 @@ def _response(uid: str, patch: list[dict[str, Any]] | None = None, warnings: lis
     response: dict[str, Any] = {"uid": uid, "allowed": True}
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
     if warnings:
         response["warnings"] = [w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 3] + "..." for w in warnings]
     if audit:
         response["auditAnnotations"] = audit
     return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    """The AdmissionReview response as compact JSON bytes."""
+    return orjson.dumps(body)
 
 
 def review(raw: bytes, config: InjectorConfig, *, namespace_labels: dict[str, str] | None = None, native_supported: bool | None = None) -> ReviewOutcome:
