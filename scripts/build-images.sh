@@ -14,16 +14,30 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-# The injector's runtime dependencies (versions pinned by constraints.txt): no sidecar, test or
-# uvicorn[standard] extras (watchfiles, websockets, dotenv are not used by `mcp-sidecar serve`).
-WEBHOOK_REQUIREMENTS=(fastapi uvicorn uvloop httptools jsonpatch PyYAML prometheus-client kopf kubernetes)
+# The injector's runtime dependencies: pyproject's [project].dependencies (versions pinned by
+# constraints.txt) minus the sidecars' own (mcp, redis, elasticsearch), with uvicorn's fast loop and
+# parser instead of uvicorn[standard] (watchfiles, websockets, dotenv are not used by `serve`).
+SIDECAR_ONLY="mcp redis elasticsearch"
+webhook_requirements() {
+  "$1" - "$root/pyproject.toml" "$SIDECAR_ONLY" <<'PY'
+import re, sys, tomllib
+skip = set(sys.argv[2].split())
+with open(sys.argv[1], "rb") as f:
+    deps = tomllib.load(f)["project"]["dependencies"]
+names = [re.match(r"[A-Za-z0-9_.-]+", d).group(0) for d in deps]
+print("\n".join([n for n in names if n.lower() not in skip] + ["uvloop", "httptools"]))
+PY
+}
 
 webhook_venv() {
   local dest=$1 python=${2:-python3}
   rm -rf "$dest"
   "$python" -m venv "$dest"
   local pip=("$dest/bin/pip" install -q --no-cache-dir --disable-pip-version-check)
-  "${pip[@]}" -c "$root/constraints.txt" "${WEBHOOK_REQUIREMENTS[@]}"
+  local requirements
+  mapfile -t requirements < <(webhook_requirements "$python")
+  echo "==> webhook payload: ${requirements[*]}"
+  "${pip[@]}" -c "$root/constraints.txt" "${requirements[@]}"
   # The package itself (webhook/ only: the build context holds no sidecars/).
   local src
   src=$(mktemp -d)
