@@ -199,7 +199,10 @@ class Operator:
         try:
             created = self.api.sanitize_for_serialization(self.core.create_namespaced_pod(namespace, probe, dry_run="All"))
         except ApiException as exc:
-            log.info("heal probe in %s failed: %s", namespace, exc.reason)
+            if exc.status == 403:
+                log.warning("healing needs RBAC 'create pods' (a server-side dry run) in %s: %s", namespace, exc.reason)
+            else:
+                log.info("heal probe in %s failed: %s", namespace, exc.reason)
             return False
         containers = (created.get("spec") or {}).get("containers", []) + ((created.get("spec") or {}).get("initContainers") or [])
         return any(c.get("name") == "mcp-sidecar" for c in containers)
