@@ -1,5 +1,5 @@
 # The two README commands: `make demo` (main job) and `make test` (whole suite).
-.PHONY: setup test test-fast demo bench lock clean
+.PHONY: setup test test-fast demo bench images cluster lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -13,8 +13,20 @@ test-fast: setup
 demo: setup
 	@bash scripts/demo.sh
 
+# Benchmarks (each prints a Markdown section; figures go into BENCHMARKS.md).
 bench: setup
-	.venv/bin/python bench/run_all.py
+	.venv/bin/python bench/webhook/engine_bench.py --seconds 2
+	.venv/bin/python bench/webhook/admission_bench.py --duration 10
+	.venv/bin/python bench/sidecars/run.py
+	.venv/bin/python bench/cluster/bench_pod_create.py
+
+# Container images (docker, podman or buildah; says so when none is present).
+images:
+	@bash scripts/build-images.sh --mcp
+
+# The local control plane binaries (also built on first use by the e2e tests and the demo).
+cluster:
+	bash tests/cluster/build.sh
 
 # Re-resolve and pin every Python dependency (commit constraints.txt afterwards).
 lock:

