@@ -7,7 +7,8 @@
    with the Secret reference resolved; as uid 1000 on a read-only root with a tmpfs /tmp, under
    bubblewrap), pointed at the local Redis, and performs MCP tool calls through it.
 
-Ctrl-C stops everything cleanly. `--use-current-context` is for a real cluster via the Helm chart.
+Ctrl-C stops everything cleanly. `--use-current-context` tells the same story on a real cluster
+(kind, minikube...) through the Helm chart and `kubectl label statefulset`.
 """
 
 from __future__ import annotations
@@ -154,6 +155,65 @@ def run_demo(wait: bool) -> int:
     return 0
 
 
+def run_current_context(wait: bool, webhook_image: str | None) -> int:
+    """The same story on a real cluster (kind, minikube, ...): the Helm chart, the operator path
+    (`kubectl label statefulset`), the injected pod, and an MCP call through the companion Service.
+
+    The images must be pullable by the cluster (`make images`, then `kind load docker-image ...`).
+    """
+    kubectl = shutil.which("kubectl") or str(REPO / ".cache" / "bin" / "kubectl")
+    helm = shutil.which("helm") or str(REPO / ".cache" / "bin" / "helm3")
+    if not Path(kubectl).exists() or not Path(helm).exists():
+        ensure_binaries(("tools",))
+    context = subprocess.run([kubectl, "config", "current-context"], capture_output=True, text=True)
+    if context.returncode != 0:
+        print(f"no current kubectl context: {context.stderr.strip()}", file=sys.stderr)
+        return 2
+
+    def run(*argv: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+        print("$ " + " ".join(argv), flush=True)
+        return subprocess.run(argv, check=check, text=True, capture_output=capture)
+
+    release, system_ns = "mcp-injector", "mcp-system"
+    step(f"installing the chart into context {context.stdout.strip()!r} (namespace {system_ns})")
+    helm_args = [helm, "upgrade", "--install", release, str(REPO / "deploy/helm/mcp-sidecar-injector"),
+                 "-n", system_ns, "--create-namespace", "--wait", "--timeout", "5m"]
+    if webhook_image:
+        repository, _, tag = webhook_image.rpartition(":")
+        helm_args += ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}"]
+    port_forward = None
+    try:
+        run(*helm_args)
+        step(f"a plain Redis StatefulSet in namespace {NAMESPACE}, then `kubectl label statefulset`")
+        run(kubectl, "create", "namespace", NAMESPACE, check=False)
+        plain = EXAMPLE.read_text().replace("        mcp-sidecar.dox/backend: redis\n", "")
+        print("$ kubectl apply -n demo -f - (the example without the pod template label)", flush=True)
+        subprocess.run([kubectl, "apply", "-n", NAMESPACE, "-f", "-"], input=plain, text=True, check=True)
+        run(kubectl, "label", "statefulset", "redis", "-n", NAMESPACE, "mcp-sidecar.dox/backend=redis", "--overwrite")
+        run(kubectl, "rollout", "status", "statefulset/redis", "-n", NAMESPACE, "--timeout=5m")
+        run(kubectl, "get", "pods", "-n", NAMESPACE, "-o", "custom-columns=POD:.metadata.name,READY:.status.containerStatuses[*].ready,CONTAINERS:.spec.containers[*].name")
+        run(str(REPO / ".venv/bin/mcp-sidecar"), "audit", "-n", NAMESPACE)
+        step("an MCP session through the companion Service redis-mcp:9000 (kubectl port-forward)")
+        local = free_port()
+        port_forward = subprocess.Popen([kubectl, "port-forward", "-n", NAMESPACE, "service/redis-mcp", f"{local}:9000"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        print(f"GET /health -> {json.dumps(wait_health(f'http://127.0.0.1:{local}/health', timeout=60))}")
+        asyncio.run(mcp_session(f"http://127.0.0.1:{local}/mcp"))
+        if wait:
+            print("Press Ctrl-C to remove the demo namespace and the chart.", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+    finally:
+        if port_forward is not None:
+            _stop(port_forward)
+        step("cleaning up: the demo namespace and the chart")
+        run(kubectl, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false", check=False)
+        run(helm, "uninstall", release, "-n", system_ns, check=False)
+    print("stopped cleanly.")
+    return 0
+
+
 def _port_free(port: int) -> bool:
     import socket
 
@@ -177,16 +237,17 @@ def _stop(proc: subprocess.Popen) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-wait", action="store_true", help="stop right after the MCP call (default when stdin is not a terminal)")
-    parser.add_argument("--use-current-context", action="store_true", help="install with the Helm chart into the current kubectl context")
+    parser.add_argument("--use-current-context", action="store_true",
+                        help="a real cluster from the current kubectl context, with the Helm chart (images must be pullable)")
+    parser.add_argument("--webhook-image", help="with --use-current-context: the injector image (REPOSITORY:TAG)")
     args = parser.parse_args()
+    wait = not args.no_wait and sys.stdin.isatty()
     if args.use_current_context:
-        print("--use-current-context needs the Helm chart (deploy/helm), which has not landed yet; "
-              "see the open Helm chart issue.", file=sys.stderr)
-        return 2
+        return run_current_context(wait, args.webhook_image)
     if shutil.which("bwrap") is None:
         print("bubblewrap missing: run scripts/setup.sh", file=sys.stderr)
         return 2
-    return run_demo(wait=not args.no_wait and sys.stdin.isatty())
+    return run_demo(wait=wait)
 
 
 if __name__ == "__main__":
