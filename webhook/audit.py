@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterable, TextIO
+from typing import Iterable, TextIO
 
 import yaml
 from kubernetes import client

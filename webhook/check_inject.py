@@ -20,7 +20,6 @@ from webhook.constants import ANNOTATION_STATUS, LABEL_BACKEND
 from webhook.engine import evaluate
 from webhook.kube import KubeAccessError, explain as explain_error
 from webhook.manifests import POD_TEMPLATE_PATHS, ManifestError, load_documents
-from webhook.pod_audit import without_injection
 from webhook.selectors import describe_selector, selector_matches
 
 #: Our webhooks are recognised by this name suffix (the chart registers inject.mcp-sidecar.dox).

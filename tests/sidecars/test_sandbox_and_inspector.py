@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.sandbox import SandboxUnavailable, sandboxed
 
 from .conftest import es_env, redis_env
 from .helpers import REPO, SidecarProcess, call, list_tools
@@ -24,35 +25,12 @@ NPM_PREFIX = REPO / ".cache" / "npm"
 
 
 # ----------------------------------------------------------------------------------- bubblewrap
-def _hidden_ancestor(path: Path) -> Path | None:
-    """The highest ancestor of ``path`` that uid 1000 cannot traverse (e.g. /root holding pyenv)."""
-    for parent in reversed(path.parents):
-        if parent != Path("/") and not os.stat(parent).st_mode & 0o001:
-            return parent
-    return None
-
-
 def sandbox(argv: list[str]) -> list[str]:
-    """``argv`` as uid 1000 with ``/`` bound read-only, a fresh tmpfs on /tmp, own PID namespace.
-
-    As root (CI) bwrap sets up the mounts and ``setpriv`` then drops to a real uid 1000 with no
-    capabilities, like ``runAsUser: 1000`` + ``readOnlyRootFilesystem`` + ``drop: [ALL]``. As a
-    normal user, an unprivileged user namespace maps the caller to uid 1000 instead.
-    """
-    if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap is not installed (scripts/setup.sh installs it)")
-    mounts = ["--ro-bind", "/", "/"]
-    python_home = Path(sys.base_prefix).resolve()
-    hidden = _hidden_ancestor(python_home)
-    if hidden is not None:  # only the interpreter's tree is exposed, read-only, not the rest of e.g. /root
-        exposed = hidden / python_home.relative_to(hidden).parts[0]
-        mounts += ["--tmpfs", str(hidden), "--ro-bind", str(exposed), str(exposed), "--remount-ro", str(hidden)]
-    mounts += ["--perms", "1777", "--tmpfs", "/tmp", "--dev", "/dev", "--proc", "/proc"]
-    common = ["bwrap", *mounts, "--unshare-pid", "--die-with-parent", "--chdir", str(REPO)]
-    if os.geteuid() == 0:
-        return [*common, "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--",
-                "setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all", "--", *argv]
-    return [*common, "--unshare-user", "--uid", str(UID), "--gid", str(UID), "--", *argv]
+    """``argv`` as uid 1000 with ``/`` read-only and a tmpfs /tmp (as the injected container runs)."""
+    try:
+        return sandboxed(argv, chdir=REPO)
+    except SandboxUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 def _descendants(pid: int) -> list[tuple[int, str]]:
