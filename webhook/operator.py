@@ -74,6 +74,14 @@ class Operator:
         meta = workload["metadata"]
         plan = plan_propagation(workload)
         if plan.patch is not None:
+            # Watch events can be older than our own last patch: decide again on the live object so
+            # a change is made (and announced) once.
+            reader = getattr(self.apps, f"read_namespaced_{_snake(kind)}")
+            workload = self.api.sanitize_for_serialization(reader(meta["name"], meta["namespace"]))
+            workload.setdefault("kind", kind)
+            workload.setdefault("apiVersion", "apps/v1")
+            plan = plan_propagation(workload)
+        if plan.patch is not None:
             patcher = getattr(self.apps, f"patch_namespaced_{_snake(kind)}")
             workload = self.api.sanitize_for_serialization(patcher(meta["name"], meta["namespace"], plan.patch))
             self.metrics.propagations.labels(action=plan.action).inc()

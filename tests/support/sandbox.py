@@ -39,6 +39,12 @@ def sandboxed(argv: list[str], *, chdir: Path = REPO) -> list[str]:
         exposed = hidden / python_home.relative_to(hidden).parts[0]
         mounts += ["--tmpfs", str(hidden), "--ro-bind", str(exposed), str(exposed), "--remount-ro", str(hidden)]
     mounts += ["--perms", "1777", "--tmpfs", "/tmp", "--dev", "/dev", "--proc", "/proc"]
+    # A checkout (and its .venv/.cache) living under /tmp, as a CI clone may, stays visible read-only
+    # on top of the fresh tmpfs.
+    tmp = Path("/tmp")
+    for path in sorted({REPO.resolve(), Path(sys.prefix).resolve()}):
+        if tmp in path.parents:
+            mounts += ["--ro-bind", str(path), str(path)]
     common = ["bwrap", *mounts, "--unshare-pid", "--die-with-parent", "--chdir", str(chdir)]
     if os.geteuid() == 0:
         return [*common, "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--",
