@@ -208,7 +208,8 @@ def test_only_the_lease_holder_acts_and_a_successor_takes_over(control_plane, na
         cp.wait_for(lambda: [e for e in cp.kubectl_json("get", "events", "-n", namespace)["items"] if e["reason"] == "MCPLabelPropagated"], 30, "propagation")
         time.sleep(3)
         propagated = [e for e in cp.kubectl_json("get", "events", "-n", namespace)["items"] if e["reason"] == "MCPLabelPropagated"]
-        assert len(propagated) == 1, "two operators acted"
+        logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(tmp_path.glob("op-*.log")))
+        assert len(propagated) == 1, f"two operators acted: {[(e['metadata']['name'], e['firstTimestamp']) for e in propagated]}\n{logs}"
         # stop the leader; the other takes over (a clean stop releases the Lease at once)
         leader, survivor = (first, second) if f"_{first.pid}_" in holder else (second, first)
         assert f"_{leader.pid}_" in holder
