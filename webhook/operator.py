@@ -110,7 +110,12 @@ class Operator:
                 self.metrics.companion_services.labels(action="deleted").inc()
             return
         if live is None:
-            self.core.create_namespaced_service(namespace, desired)
+            try:
+                self.core.create_namespaced_service(namespace, desired)
+            except ApiException as exc:
+                if exc.status == 403 and "NamespaceTerminating" in str(exc.body):
+                    return  # the namespace is going away with the workload
+                raise
             self.metrics.companion_services.labels(action="created").inc()
             log.info("created companion Service %s/%s", namespace, name)
         elif not ours:
@@ -207,7 +212,7 @@ class Operator:
         try:
             created = self.api.sanitize_for_serialization(self.core.create_namespaced_pod(namespace, probe, dry_run="All"))
         except ApiException as exc:
-            if exc.status == 403:
+            if exc.status == 403 and "NamespaceTerminating" not in str(exc.body):
                 log.warning("healing needs RBAC 'create pods' (a server-side dry run) in %s: %s", namespace, exc.reason)
             else:
                 log.info("heal probe in %s failed: %s", namespace, exc.reason)
