@@ -155,12 +155,6 @@ def build_patch(pod: dict[str, Any], rendered: Rendered) -> list[Operation]:
     return ops
 
 
-def render_for(pod: dict[str, Any], backend: BackendConfig, config: InjectorConfig, native_supported: bool | None = None) -> Rendered:
-    """Render the sidecar this configuration would inject into ``pod`` (overrides must be valid)."""
-    overrides = parse_overrides((pod.get("metadata") or {}).get("annotations") or {})
-    return render_sidecar(pod, backend, overrides, _use_native(config, overrides, pod["spec"], native_supported))
-
-
 def evaluate(
     pod: Any,
     namespace_labels: Mapping[str, str] | None,
