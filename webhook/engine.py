@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping
 
-from webhook.config import BackendConfig, InjectorConfig
+from webhook.config import InjectorConfig
 from webhook.constants import (
     ANNOTATION_INJECT,
     ANNOTATION_STATUS,
