@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.backends.redis_server import RedisServer  # noqa: E402
 from tests.cluster.controlplane import ControlPlane, ensure_binaries  # noqa: E402
+from tests.support.processes import stop_group  # noqa: E402
 from tests.support.sandbox import sandboxed  # noqa: E402
 from tests.support.webhook_process import WebhookProcess, free_port  # noqa: E402
 
@@ -134,7 +135,7 @@ def run_demo(wait: bool) -> int:
         log = open(workdir / "sidecar.log", "wb")
         proc = subprocess.Popen(sandboxed([entrypoint]), env={"PATH": os.environ.get("PATH", ""), **env},
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        stack.callback(_stop, proc)
+        stack.callback(stop_group, proc)
         health = wait_health(f"http://127.0.0.1:{mcp_port}/health")
         print(f"GET /health -> {json.dumps(health)}")
 
@@ -206,7 +207,7 @@ def run_current_context(wait: bool, webhook_image: str | None) -> int:
                     time.sleep(3600)
     finally:
         if port_forward is not None:
-            _stop(port_forward)
+            stop_group(port_forward)
         step("cleaning up: the demo namespace and the chart")
         run(kubectl, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false", check=False)
         run(helm, "uninstall", release, "-n", system_ns, check=False)
@@ -223,15 +224,6 @@ def _port_free(port: int) -> bool:
             return True
         except OSError:
             return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main() -> int:

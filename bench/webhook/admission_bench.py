@@ -58,6 +58,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+from tests.support.processes import stop_group, wait_listening  # noqa: E402
+
 CONCURRENCY = (1, 16, 64)
 TARGET_RPS = 1500
 TARGET_RATIO = 3.0
@@ -232,32 +234,17 @@ class KopfPeer:
                "--certfile", str(self.cert_file), "--pkeyfile", str(self.key_file)]
         self._log = open(self.log_file, "ab")
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
-        context = ssl.create_default_context(cafile=str(self.ca_file))
-        deadline = time.monotonic() + timeout
-        import socket
-
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"kopf peer exited with {self.process.returncode}:\n{self.log_file.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
-                    with context.wrap_socket(raw, server_hostname="localhost"):
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"kopf peer did not listen within {timeout}s:\n{self.log_file.read_text()}")
+        try:
+            wait_listening(self.process, self.port, what="kopf peer", log=self.log_file.read_text, timeout=timeout, tls_ca=self.ca_file)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process)
         self._log.close()
 
 

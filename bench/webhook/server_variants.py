@@ -24,12 +24,9 @@ import json
 import os
 import shutil
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +34,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
+
+from tests.support.processes import stop_group, wait_listening  # noqa: E402
 
 VARIANTS = ("production", "starlette", "asgi", "asgi-plain")
 
@@ -99,29 +98,16 @@ class VariantProcess:
                str(self.cert or ""), str(self.key or "")]
         self._log = open(self.log, "ab")
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.variant} exited:\n{self.log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
-                    if self.cert:
-                        ssl.create_default_context(cafile=str(self.ca)).wrap_socket(raw, server_hostname="localhost").close()
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.variant} did not listen:\n{self.log.read_text()}")
+        try:
+            wait_listening(self.process, self.port, what=self.variant, log=self.log.read_text, tls_ca=self.ca if self.cert else None)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
         if self.process is not None:
+            stop_group(self.process)
             self._log.close()
 
 

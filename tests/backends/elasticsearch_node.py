@@ -30,6 +30,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from tests.support.processes import free_port
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 ES_VERSION = "8.19.20"
@@ -72,14 +74,6 @@ def ensure_installed() -> Path:
         subprocess.run(["javac", "-d", str(classes), "--module-path", str(server), "--add-modules", "ALL-MODULE-PATH",
                         str(source)], check=True)
     return CACHE
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ElasticsearchNode:
@@ -171,7 +165,7 @@ class ElasticsearchNode:
         self.close()
 
 
-if __name__ == "__main__":  # manual use: python tests/backends/elasticsearch_node.py
+if __name__ == "__main__":  # manual use: python -m tests.backends.elasticsearch_node
     with ElasticsearchNode() as node:
         print(f"{node.engine} on {node.url}; Ctrl-C to stop", flush=True)
         try:

@@ -21,11 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.processes import free_port
 
 
 @dataclass(frozen=True)
@@ -135,7 +131,7 @@ def _command(*args: str) -> bytes:
     return b"".join(out)
 
 
-if __name__ == "__main__":  # manual use: python tests/backends/redis_server.py
+if __name__ == "__main__":  # manual use: python -m tests.backends.redis_server
     with RedisServer(password=os.environ.get("REDIS_PASSWORD")) as srv:
         print(f"redis-server on 127.0.0.1:{srv.port}; Ctrl-C to stop", flush=True)
         try:

@@ -51,6 +51,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.support.processes import free_port
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 BIN_DIR = Path(os.environ.get("MCP_CLUSTER_BIN", REPO_ROOT / ".cache" / "bin"))
@@ -212,12 +214,6 @@ def issue_cert(
 
 # --------------------------------------------------------------------------------------------------
 # Processes
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,13 +14,9 @@ from typing import Any
 
 import httpx
 
+from tests.support.processes import free_port, stop_group, wait_listening
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SidecarProcess:
@@ -50,18 +44,13 @@ class SidecarProcess:
         t0 = time.monotonic()
         self.proc = subprocess.Popen(self.command, env=self.env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        deadline = t0 + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar exited with {self.proc.returncode}: {self.output()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    self.started_in = time.monotonic() - t0
-                    return self
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"sidecar did not listen on {self.port} within {timeout}s: {self.output()}")
+        try:
+            wait_listening(self.proc, self.port, what="sidecar", log=self.output, timeout=timeout, interval=0.02, connect_timeout=0.2)
+        except RuntimeError:
+            self.stop()
+            raise
+        self.started_in = time.monotonic() - t0
+        return self
 
     def output(self) -> str:
         return Path(self._log.name).read_text(errors="replace")
@@ -88,15 +77,7 @@ class SidecarProcess:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_group(proc)
 
     def close(self) -> None:
         self.stop()

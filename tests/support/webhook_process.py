@@ -6,22 +6,14 @@ MutatingWebhookConfiguration's caBundle or an HTTP client needs.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import trustme
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.processes import free_port, stop_group, wait_listening
 
 
 class WebhookProcess:
@@ -67,19 +59,12 @@ class WebhookProcess:
             cmd += ["--config", str(self.config_path)]
         self._log = open(self.log_file, "ab")
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        context = ssl.create_default_context(cafile=str(self.ca_file))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"webhook exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
-                    with context.wrap_socket(raw, server_hostname="localhost"):
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"webhook did not listen within {timeout}s:\n{self.log()}")
+        try:
+            wait_listening(self.process, self.port, what="webhook", log=self.log, timeout=timeout, tls_ca=self.ca_file)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
@@ -87,15 +72,9 @@ class WebhookProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        code = stop_group(self.process, sig, timeout)
         self._log.close()
-        return self.process.returncode
+        return code
 
     def __enter__(self) -> "WebhookProcess":
         return self.start()
