@@ -16,6 +16,16 @@ command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+# The real-node stage (tests/node, `make demo`): containerd + runc + CNI plugins run the pods,
+# buildah/mmdebstrap/skopeo build the images from Debian packages, iptables/conntrack/socat/nftables
+# give kube-proxy and the node's network what they need. It runs as root only (else it is skipped),
+# so only root installs these.
+NODE_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack socat nftables buildah mmdebstrap skopeo gcc libc6-dev)
+if [ "$(id -u)" -eq 0 ]; then
+  for pkg in "${NODE_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+fi
 if ((${#missing[@]})); then
   echo "==> installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -24,6 +34,9 @@ if ((${#missing[@]})); then
   # The package starts a system-wide redis on 6379; the tests start their own on free ports.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
   $SUDO service redis-server stop >/dev/null 2>&1 || true
+  # Debian's containerd package may start a system containerd; the node stage runs its own.
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now containerd >/dev/null 2>&1 || true; fi
+  $SUDO service containerd stop >/dev/null 2>&1 || true
 fi
 
 # The e2e control plane is built from Go modules (tests/cluster/build.sh, on first use).

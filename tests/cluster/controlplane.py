@@ -407,6 +407,32 @@ class ControlPlane:
         )
         return self
 
+    # ---- sharing one running cluster between test runs (development) ------------------------
+
+    _STATE_FIELDS = ("server", "kubeconfig", "token", "ca_file", "ca_key_file", "admin_cert", "admin_key")
+
+    def save_state(self, path: Path | str) -> None:
+        """Write what :meth:`attach` needs to use this running cluster from another process."""
+        state = {k: str(getattr(self, k)) for k in self._STATE_FIELDS}
+        state["workdir"] = str(self.workdir)
+        Path(path).write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def attach(cls, path: Path | str, *, bin_dir: Path | str | None = None) -> "ControlPlane":
+        """A handle on a cluster another process runs (see :meth:`save_state`); stop() leaves it running."""
+        state = json.loads(Path(path).read_text())
+        cp = cls(bin_dir=bin_dir, workdir=state["workdir"], keep_workdir=True, build=False)
+        for k in cls._STATE_FIELDS:
+            value = state[k]
+            setattr(cp, k, value if k in ("server", "token") else Path(value))
+        cp.ca_pem = cp.ca_file.read_bytes()
+        cp.ca = KeyPair(x509.load_pem_x509_certificate(cp.ca_pem),
+                        serialization.load_pem_private_key(cp.ca_key_file.read_bytes(), None))
+        cp._ssl = ssl.create_default_context(cafile=str(cp.ca_file))
+        cp._ssl.load_cert_chain(str(cp.admin_cert), str(cp.admin_key))
+        cp._stopped = True
+        return cp
+
     def _stop_components(self) -> None:
         for comp in reversed(list(self.components.values())):
             comp.stop()
@@ -454,6 +480,10 @@ class ControlPlane:
         self.admin_cert, self.admin_key = self.admin.write(pki, "admin")
         kcm = issue_cert(ca, "system:kube-controller-manager", client=True)
         self.kcm_cert, self.kcm_key = kcm.write(pki, "kube-controller-manager")
+        # The API server's identity towards kubelets (exec, logs, port-forward): a real node
+        # (tests/cluster/node.py) trusts the cluster CA for it. Harmless when no node joins.
+        kubelet_client = issue_cert(ca, "kube-apiserver-kubelet-client", orgs=["system:masters"], client=True)
+        self.kubelet_client_cert, self.kubelet_client_key = kubelet_client.write(pki, "apiserver-kubelet-client")
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.sa_key_file = pki / "sa.key"
         self.sa_key_file.write_bytes(
@@ -475,6 +505,10 @@ class ControlPlane:
         self.token_file = pki / "tokens.csv"
         self.token_file.write_text(f'{self.token},admin-token,admin-token,"system:masters"\n')
         self.token_file.chmod(0o600)
+
+    def write_kubeconfig(self, path: Path, cert: Path, key: Path, user: str) -> Path:
+        """A kubeconfig for this cluster that authenticates with a client certificate."""
+        return self._write_kubeconfig(path, cert, key, user)
 
     def _write_kubeconfig(self, path: Path, cert: Path, key: Path, user: str) -> Path:
         b64 = lambda p: base64.b64encode(Path(p).read_bytes()).decode()  # noqa: E731
@@ -554,6 +588,10 @@ class ControlPlane:
             "--allow-privileged=true",
             "--profiling=false",
             "--storage-media-type=application/vnd.kubernetes.protobuf",
+            f"--kubelet-client-certificate={self.kubelet_client_cert}",
+            f"--kubelet-client-key={self.kubelet_client_key}",
+            # A node's only usable address is its InternalIP on the pod bridge (never loopback).
+            "--kubelet-preferred-address-types=InternalIP",
             *self.extra_apiserver_args,
         ]
         comp = self._component("kube-apiserver", args, [port])

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.inspector import InspectorUnavailable, inspector_command
+from tests.support.inspector import run_inspector as _run_inspector
 from tests.support.sandbox import SandboxUnavailable, sandboxed
 
 from .conftest import es_env, redis_env
@@ -20,8 +22,6 @@ from .helpers import REPO, SidecarProcess, call, list_tools
 pytestmark = pytest.mark.slow
 
 UID = 1000
-INSPECTOR_VERSION = "2.12.0"
-NPM_PREFIX = REPO / ".cache" / "npm"
 
 
 # ----------------------------------------------------------------------------------- bubblewrap
@@ -84,25 +84,14 @@ def test_sidecar_serves_mcp_from_a_read_only_root_as_uid_1000(backend, request):
 @pytest.fixture(scope="module")
 def inspector() -> list[str]:
     """The Inspector's launcher, installed once into .cache/npm (visible npm progress)."""
-    if shutil.which("npm") is None:
-        pytest.skip("npm is not installed")
-    launcher = NPM_PREFIX / "node_modules" / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build"
-    marker = NPM_PREFIX / f".inspector-{INSPECTOR_VERSION}"
-    if not marker.exists():
-        NPM_PREFIX.mkdir(parents=True, exist_ok=True)
-        print(f"installing @modelcontextprotocol/inspector@{INSPECTOR_VERSION} into {NPM_PREFIX}", file=sys.stderr)
-        subprocess.run(["npm", "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund",
-                        f"@modelcontextprotocol/inspector@{INSPECTOR_VERSION}"], check=True, timeout=600)
-        marker.touch()
-    return ["node", str(launcher / "index.js"), "--cli"]
+    try:
+        return inspector_command()
+    except InspectorUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 def run_inspector(inspector: list[str], url: str, *args: str, tmp_path: Path) -> dict:
-    env = {**os.environ, "HOME": str(tmp_path), "MCP_CATALOG_PATH": str(tmp_path / "mcp.json")}
-    done = subprocess.run([*inspector, url, "--transport", "http", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
-    assert done.returncode == 0, done.stderr + done.stdout
-    return json.loads(done.stdout)
+    return _run_inspector(url, *args, home=tmp_path)
 
 
 def test_inspector_cli_lists_and_calls_redis_tools(inspector, redis_server, tmp_path):
