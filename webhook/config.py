@@ -44,6 +44,9 @@ class BackendConfig:
     security_context: Mapping[str, Any]
     readiness_probe: Mapping[str, Any]
     liveness_probe: Mapping[str, Any]
+    # Optional: a startupProbe lets readiness/liveness drop their initial delays without ever
+    # restarting a slow starter (absent in the seed defaults, so nothing changes unless configured).
+    startup_probe: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,9 @@ def _backend(name: str, doc: Any) -> BackendConfig:
     maps = {}
     for key in ("resources", "securityContext", "readinessProbe", "livenessProbe"):
         maps[key] = _require(doc, key, dict, where)
+    startup_probe = doc.get("startupProbe")
+    if startup_probe is not None and not isinstance(startup_probe, Mapping):
+        raise ConfigError(f"{where}.startupProbe must be a mapping (or null), got {type(startup_probe).__name__}")
     username_env = doc.get("usernameEnv")
     username = doc.get("username")
     return BackendConfig(
@@ -130,6 +136,7 @@ def _backend(name: str, doc: Any) -> BackendConfig:
         security_context=maps["securityContext"],
         readiness_probe=maps["readinessProbe"],
         liveness_probe=maps["livenessProbe"],
+        startup_probe=dict(startup_probe) if startup_probe else None,
     )
 
 

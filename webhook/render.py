@@ -196,6 +196,8 @@ def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overr
         "livenessProbe": copy.deepcopy(dict(backend.liveness_probe)),
         "volumeMounts": [{"name": TMP_VOLUME_NAME, "mountPath": "/tmp"}],
     }
+    if backend.startup_probe:
+        container["startupProbe"] = copy.deepcopy(dict(backend.startup_probe))
     if native:
         container["restartPolicy"] = "Always"
     volume = {"name": TMP_VOLUME_NAME, "emptyDir": {"sizeLimit": "16Mi"}}

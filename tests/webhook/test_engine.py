@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.webhook.helpers import apply, labelled_pod, validate_strict
-from webhook.config import parse_config
+from webhook.config import ConfigError, parse_config
 from webhook.constants import ANNOTATION_STATUS, LABEL_BACKEND, SIDECAR_CONTAINER_NAME
 from webhook.engine import SkipReason, evaluate
 
@@ -51,6 +51,23 @@ def test_minimal_pod_gets_the_seed_defaults():
     assert status["backend"] == "redis" and status["image"] == "mcp/redis:latest" and len(status["hash"]) == 16
     assert "restartPolicy" not in sidecar
     validate_strict(pod)
+
+
+def test_startup_probe_profile_is_opt_in_and_valid():
+    """The seed defaults have no startupProbe; a configured one is rendered (and changes the hash)."""
+    _, seed = injected(labelled_pod())
+    assert "startupProbe" not in sidecar_of(seed)
+    config = parse_config("sidecar: {startupProbe: {tcpSocket: {port: mcp}, periodSeconds: 1, failureThreshold: 60},"
+                          " readinessProbe: {initialDelaySeconds: 0}, livenessProbe: {initialDelaySeconds: 0}}")
+    _, fast = injected(labelled_pod(), config)
+    sidecar = sidecar_of(fast)
+    assert sidecar["startupProbe"] == {"tcpSocket": {"port": "mcp"}, "periodSeconds": 1, "failureThreshold": 60}
+    assert sidecar["readinessProbe"]["initialDelaySeconds"] == 0 and sidecar["livenessProbe"]["periodSeconds"] == 20
+    status = lambda p: json.loads(p["metadata"]["annotations"][ANNOTATION_STATUS])["hash"]  # noqa: E731
+    assert status(fast) != status(seed)
+    validate_strict(fast)
+    with pytest.raises(ConfigError, match="startupProbe must be a mapping"):
+        parse_config("sidecar: {startupProbe: 5}")
 
 
 def test_missing_maps_and_lists_are_created_first():
