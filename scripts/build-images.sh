@@ -11,6 +11,16 @@
 #   build-images.sh --webhook-venv DEST [PYTHON]
 #       build the injector's self-contained virtualenv (the payload of Dockerfile.webhook's final
 #       stage) into DEST; the Dockerfile's build stage runs exactly this, and tests/helm measure it.
+#
+# buildah: BUILDAH_BUILD_FLAGS adds flags to each `buildah build` (split on spaces). On a host where
+# root lacks CAP_SYS_RESOURCE, RUN steps fail in runc unless the open-files limit stays within the
+# caller's own; --layers caches steps as docker does; --network=host needs no CNI set-up:
+#   BUILDAH_BUILD_FLAGS="--layers --network=host --ulimit nofile=$(ulimit -Hn):$(ulimit -Hn)" \
+#     CONTAINER_ENGINE=buildah scripts/build-images.sh
+# buildah names the images localhost/mcp/...; tests/cluster/images.py builds them the same way but
+# with full names (docker.io/mcp/...) into .cache/containers (CONTAINERS_STORAGE_CONF=
+# .cache/containers/storage.conf) and FROM local stand-ins of python:3.11[-slim] when there is no
+# Docker Hub, then exports them as OCI archives for a test node.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -70,7 +80,7 @@ while [ $# -gt 0 ]; do
     --mcp) ;;
     --tag) tag=$2; shift ;;
     --dry-run) dry_run=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,${/^#/!q;p}' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -108,7 +118,10 @@ build() {
   case $engine in
     docker) cmd=(docker build -f "$file" ${target:+--target "$target"} "${tags[@]}" .) ;;
     podman) cmd=(podman build --ignorefile "$file.dockerignore" -f "$file" ${target:+--target "$target"} "${tags[@]}" .) ;;
-    buildah) cmd=(buildah build --ignorefile "$file.dockerignore" -f "$file" ${target:+--target "$target"} "${tags[@]}" .) ;;
+    buildah)
+      local extra=()
+      read -r -a extra <<< "${BUILDAH_BUILD_FLAGS:-}"
+      cmd=(buildah build "${extra[@]}" --ignorefile "$file.dockerignore" -f "$file" ${target:+--target "$target"} "${tags[@]}" .) ;;
     *) echo "error: unsupported engine $engine (docker, podman or buildah)" >&2; exit 3 ;;
   esac
   echo "==> ${cmd[*]}"
