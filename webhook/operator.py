@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -314,18 +315,24 @@ def connection_info(api: client.ApiClient) -> kopf.ConnectionInfo:
 class OperatorRunner:
     """Runs kopf (and the periodic sweep) in background threads while this replica leads."""
 
-    def __init__(self, operator: Operator):
+    def __init__(self, operator: Operator, on_fatal: Callable[[], None] | None = None):
         self.operator = operator
+        # A crashed operator must never leave a Ready pod that holds the Lease and does nothing:
+        # by default the process terminates itself (SIGTERM: the admission server drains, exits,
+        # the container restarts and the Lease goes to another replica).
+        self._on_fatal = on_fatal or (lambda: os.kill(os.getpid(), signal.SIGTERM))
         self._stop = threading.Event()
         self._kopf_stop: threading.Event | None = None
         self._threads: list[threading.Thread] = []
         self.ready = threading.Event()
+        #: Our name for the Lease and for kopf. Passed to kopf explicitly: its own default asks
+        #: getpass.getuser(), which raises KeyError in the image (UID 1000 has no passwd entry).
+        self.identity = f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
     def start(self) -> None:
         options = self.operator.options
         if options.leader_election:
-            identity = f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-            elector = LeaseElector(self.operator.api, options.lease_namespace, options.lease_name, identity)
+            elector = LeaseElector(self.operator.api, options.lease_namespace, options.lease_name, self.identity)
             thread = threading.Thread(target=elector.run, args=(self._start_leading, self._stop_leading, self._stop), name="leader-election", daemon=True)
         else:
             thread = threading.Thread(target=self._start_leading, name="operator-start", daemon=True)
@@ -342,7 +349,16 @@ class OperatorRunner:
         registry = build_registry(self.operator)
 
         def run_kopf() -> None:
-            asyncio.run(kopf.operator(registry=registry, settings=settings, clusterwide=True, standalone=True, stop_flag=kopf_stop, ready_flag=self.ready))
+            try:
+                asyncio.run(kopf.operator(registry=registry, settings=settings, clusterwide=True, standalone=True,
+                                          identity=self.identity, stop_flag=kopf_stop, ready_flag=self.ready))
+            except BaseException:
+                log.exception("the operator (kopf) crashed")
+            if not kopf_stop.is_set():
+                log.critical("the operator stopped although it still leads: terminating so that the container "
+                             "restarts and another replica takes the Lease")
+                self.ready.clear()
+                self._on_fatal()
 
         def run_sweeps() -> None:
             while not kopf_stop.wait(self.operator.options.resync_seconds):

@@ -189,3 +189,30 @@ def test_check_inject_explanations():
 
     done = injected_pod()
     assert explain(done, ns, [mwc()], CONFIG).notes[0].startswith("already injected") and ANNOTATION_STATUS in done["metadata"]["annotations"]
+
+
+def test_a_crashed_operator_terminates_instead_of_holding_the_lease(monkeypatch):
+    """kopf dying inside a Ready, leading pod would silently stop propagation, Services and healing."""
+    import threading
+
+    import kopf
+    from kubernetes import client
+
+    from webhook.metrics import Metrics
+    from webhook.operator import Operator, OperatorOptions, OperatorRunner
+
+    async def crashing_operator(**kwargs):
+        assert kwargs["identity"]  # never kopf's getpass.getuser() default (no passwd entry in the image)
+        raise KeyError("getpwuid(): uid not found: 1000")
+
+    monkeypatch.setattr(kopf, "operator", crashing_operator)
+    fatal = threading.Event()
+    operator = Operator(client.ApiClient(), lambda: parse_config(None), Metrics(),
+                        OperatorOptions(leader_election=False, resync_seconds=3600))
+    runner = OperatorRunner(operator, on_fatal=fatal.set)
+    runner.start()
+    try:
+        assert fatal.wait(10), "the crash went unnoticed"
+        assert not runner.ready.is_set()
+    finally:
+        runner.stop(timeout=2)
