@@ -1,5 +1,5 @@
 # The two README commands: `make demo` (main job) and `make test` (whole suite).
-.PHONY: setup test test-fast demo bench images cluster lock clean
+.PHONY: setup test test-fast demo bench images cluster node lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -19,6 +19,7 @@ bench: setup
 	.venv/bin/python bench/webhook/admission_bench.py --duration 10
 	.venv/bin/python bench/sidecars/run.py
 	.venv/bin/python bench/cluster/bench_pod_create.py
+	.venv/bin/python bench/node/bench_pod_ready.py
 
 # Container images (docker, podman or buildah; says so when none is present).
 images:
@@ -27,6 +28,11 @@ images:
 # The local control plane binaries (also built on first use by the e2e tests and the demo).
 cluster:
 	bash tests/cluster/build.sh
+
+# A control plane plus one real node (root), with every test image imported, until Ctrl-C:
+# `export KUBECONFIG=.cache/node.kubeconfig`, or MCP_NODE_ATTACH=.cache/node.json for tests/node.
+node: setup
+	.venv/bin/python -m tests.cluster.node --state-out .cache/node.json --kubeconfig-out .cache/node.kubeconfig
 
 # Re-resolve and pin every Python dependency (commit constraints.txt afterwards).
 lock:

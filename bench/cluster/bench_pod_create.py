@@ -25,7 +25,7 @@ Also reported: the webhook's own review time (its /metrics histogram
 mcp_injector_review_duration_seconds, measured blocks only) and the API server's view of the call
 (apiserver_admission_webhook_admission_duration_seconds, mean).
 
-Finally runs `.venv/bin/python scripts/demo.py --no-wait` (warm cache: binaries already built) and
+Finally runs `.venv/bin/python scripts/demo.py --no-wait --no-node` (warm cache: binaries already built) and
 times the line containing `tools/call get` and the exit.
 
 Prints a Markdown section for BENCHMARKS.md and writes it to bench/cluster/POD_CREATE_RESULTS.md
@@ -309,7 +309,7 @@ def time_demo(timeout: float) -> dict[str, object]:
     """Run scripts/demo.py --no-wait; seconds until the `tools/call get` line and until exit."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     t0 = time.monotonic()
-    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "scripts" / "demo.py"), "--no-wait"],
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "scripts" / "demo.py"), "--no-wait", "--no-node"],
                             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=env, start_new_session=True)
     first_answer = None
@@ -434,7 +434,7 @@ def report(args: argparse.Namespace, bench: Bench | None, extra: dict[str, objec
     for i, d in enumerate(demos, 1):
         steps = "; ".join(f"{t:.1f} s {name.split(' (')[0][:48]}" for t, name in d["steps"])
         lines += [
-            f"- Demo (`.venv/bin/python scripts/demo.py --no-wait`, warm cache, run {i}/{len(demos)}): "
+            f"- Demo (`.venv/bin/python scripts/demo.py --no-wait --no-node`, warm cache, run {i}/{len(demos)}): "
             f"**first MCP answer (`tools/call get`) after {d['first_answer_s']:.1f} s**, exit after {d['total_s']:.1f} s. "
             f"Step starts: {steps}.",
         ]

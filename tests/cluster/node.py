@@ -120,7 +120,7 @@ def _sysctl_path(name: str) -> Path:
 
 def _mounts_under(root: Path) -> list[str]:
     """Mount points at or below ``root``, deepest first (from /proc/self/mountinfo)."""
-    prefix = str(root.resolve())
+    prefix = str(Path(root).resolve())
     points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         point = line.split()[4].replace("\\040", " ")
@@ -196,7 +196,10 @@ class Node:
         t0 = time.monotonic()
         self._stopped = False
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        if _run("ip", "link", "show", self.bridge, check=False).returncode == 0:
+            self._clean_stale_node()
         self._remember_host_state()
+        self._record_host_changes()
         self._setup_network()
         self._start_containerd()
         self._start_api_relay()
@@ -220,19 +223,59 @@ class Node:
             comp = self.components.get(name)
             if comp:
                 comp.stop(grace=5)
-        with contextlib.suppress(Exception):
-            self._kill_containers()
         comp = self.components.get("containerd")
+        if comp and comp.running():
+            with contextlib.suppress(Exception):
+                self._kill_containers()
         if comp:
             comp.stop(grace=5)
+        self._teardown_host()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self._log(f"node {self.name} stopped and cleaned up in {time.monotonic() - t0:.1f}s")
+
+    def _teardown_host(self) -> None:
         self._kill_shims()
         self._kill_pod_cgroups()
         self._unmount_all()
         self._cleanup_network()
         self._restore_host_state()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-        self._log(f"node {self.name} stopped and cleaned up in {time.monotonic() - t0:.1f}s")
+        with contextlib.suppress(OSError):
+            self._state_file.unlink()
+
+    # ---- a node whose process died (SIGKILL, OOM, CI timeout) leaves host state: undo it -------
+
+    @property
+    def _state_file(self) -> Path:
+        return Path("/run") / f"mcp-node-{self.bridge}.json"
+
+    def _record_host_changes(self) -> None:
+        self._state_file.write_text(json.dumps({
+            "pid": os.getpid(), "workdir": str(self.workdir), "containerd_address": self.containerd_address,
+            "sysctls": self._undo.sysctls, "created_paths": [str(p) for p in self._undo.created_paths],
+        }))
+
+    def _clean_stale_node(self) -> None:
+        """The bridge exists: if the node that made it is dead, undo what it recorded; else refuse."""
+        try:
+            state = json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            state = None
+        if state and pid_alive(state["pid"]) and state["pid"] != os.getpid():
+            raise NodeError(f"another node is running on bridge {self.bridge} (pid {state['pid']}); "
+                            "only one node fits on a machine (kube-proxy owns the KUBE-* chains)")
+        self._log(f"cleaning up a stale node on bridge {self.bridge}"
+                  + (f" (pid {state['pid']} is gone)" if state else " (no state file)"))
+        stale = Node(self.cp, name=self.name, bridge=self.bridge, pod_cidr=str(self.pod_cidr),
+                     workdir=(state or {}).get("workdir", "/nonexistent"), log=self._log)
+        if state:
+            stale.containerd_address = state["containerd_address"]
+            stale._undo.sysctls = state["sysctls"]
+            stale._undo.created_paths = [Path(p) for p in state["created_paths"]]
+        stale._undo.bridge = stale._undo.route = stale._undo.guard = stale._undo.kube_proxy_ran = True
+        stale._teardown_host()
+        if state and Path(state["workdir"]).name.startswith("mcp-node-"):
+            shutil.rmtree(state["workdir"], ignore_errors=True)
 
     # ---- sharing one running node between test runs (development) ---------------------------
 
@@ -282,9 +325,6 @@ class Node:
     # ---- network ------------------------------------------------------------------------------
 
     def _setup_network(self) -> None:
-        if _run("ip", "link", "show", self.bridge, check=False).returncode == 0:
-            raise NodeError(f"bridge {self.bridge} already exists: another node is running (or a stale one: "
-                            f"`ip link del {self.bridge}`)")
         prefix = self.pod_cidr.prefixlen
         _run("ip", "link", "add", self.bridge, "type", "bridge")
         self._undo.bridge = True
@@ -429,13 +469,15 @@ state = "{base / 'state'}"
         self.ctr("images", "rm", "--sync", ref, check=False)
 
     def _kill_containers(self) -> None:
+        """SIGKILL every container task and wait (bounded) until containerd has reaped them."""
         tasks = self.ctr("tasks", "ls", "-q", check=False, timeout=30).stdout.split()
         for task in tasks:
             self.ctr("tasks", "kill", "-s", "SIGKILL", "--all", task, check=False, timeout=30)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 10
         for task in tasks:
             while time.monotonic() < deadline:
-                if self.ctr("tasks", "delete", task, check=False, timeout=30).returncode == 0:
+                done = self.ctr("tasks", "delete", "-f", task, check=False, timeout=30)
+                if done.returncode == 0 or "not found" in done.stderr:
                     break
                 time.sleep(0.2)
 
@@ -749,7 +791,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reason:
         print(f"cannot run a node here: {reason}", file=sys.stderr)
         return 2
-    with ControlPlane() as cp, Node(cp) as node:
+    from tests.cluster.controlplane import ensure_binaries
+
+    ensure_binaries(("etcd", "kube", "tools"))
+    with ControlPlane(build=False) as cp, Node(cp) as node:
         if not args.no_images:
             from tests.cluster.images import ALL_IMAGES, ensure_images
 
