@@ -63,10 +63,13 @@ def _default_document() -> dict[str, Any]:
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``override`` into a copy of ``base``; nested maps merge, everything else replaces."""
+    """Merge ``override`` into a copy of ``base``; nested maps merge, ``null`` removes a key (as in a
+    JSON merge patch, so a probe can switch from httpGet to tcpSocket), everything else replaces."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), dict):
             merged[key] = _deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)

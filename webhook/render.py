@@ -192,12 +192,11 @@ def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overr
         "env": env,
         "resources": _resources(backend, overrides),
         "securityContext": copy.deepcopy(dict(backend.security_context)),
+        **({"startupProbe": copy.deepcopy(dict(backend.startup_probe))} if backend.startup_probe else {}),
         "readinessProbe": copy.deepcopy(dict(backend.readiness_probe)),
         "livenessProbe": copy.deepcopy(dict(backend.liveness_probe)),
         "volumeMounts": [{"name": TMP_VOLUME_NAME, "mountPath": "/tmp"}],
     }
-    if backend.startup_probe:
-        container["startupProbe"] = copy.deepcopy(dict(backend.startup_probe))
     if native:
         container["restartPolicy"] = "Always"
     volume = {"name": TMP_VOLUME_NAME, "emptyDir": {"sizeLimit": "16Mi"}}

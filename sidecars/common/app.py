@@ -43,6 +43,14 @@ class Sidecar:
             body, status = await self.health.check()
             return JSONResponse(body, status_code=status)
 
+        @self.server.custom_route("/livez", methods=["GET"])
+        async def livez(request: Request) -> Response:
+            # The kubelet's liveness/readiness probe: answers when this process serves HTTP, without
+            # touching the datastore (a datastore outage must not restart the sidecar; /health
+            # reports it). A hung process stops answering, which a tcpSocket probe cannot see: the
+            # kernel completes TCP handshakes for a stopped process.
+            return Response("ok\n", media_type="text/plain")
+
         @self.server.custom_route("/metrics", methods=["GET"])
         async def metrics(request: Request) -> Response:
             payload, content_type = self.metrics.render()

@@ -1,8 +1,8 @@
 """Bearer-token and Origin checks in front of ``/mcp``.
 
 Bound to 0.0.0.0 (as it must be in a pod) the SDK checks neither Host nor Origin, and its custom
-routes skip auth, so both checks live here as one small ASGI middleware. ``/health`` and
-``/metrics`` stay open: kubelet probes and Prometheus scrapes carry no token.
+routes skip auth, so both checks live here as one small ASGI middleware. ``/livez``, ``/health``
+and ``/metrics`` stay open: kubelet probes and Prometheus scrapes carry no token.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
 
-OPEN_PATHS = frozenset({"/health", "/metrics"})
+OPEN_PATHS = frozenset({"/livez", "/health", "/metrics"})
 # Pages served from the pod's own loopback (a port-forwarded Inspector, a local IDE) are trusted;
 # a DNS-rebinding page always has the attacker's own host name as its Origin.
 LOOPBACK_ORIGIN_HOSTS = ("localhost", "127.0.0.1", "::1")

@@ -46,6 +46,7 @@ def test_bearer_token_is_required_for_mcp(guarded):
 
 
 def test_probe_and_metrics_endpoints_stay_open_without_token(guarded):
+    assert guarded.get("/livez").status_code == 200
     assert guarded.get("/health").status_code == 200
     assert guarded.get("/metrics").status_code == 200
 
@@ -126,6 +127,8 @@ def test_unresponsive_backend_times_out(tmp_path):
             assert result.is_error and "did not answer" in error_text(result)
             assert time.monotonic() - t0 < 3
             assert sidecar.get("/health").status_code == 503
+            # The kubelet's probe endpoint stays 200: a datastore outage never restarts the sidecar.
+            assert sidecar.get("/livez").status_code == 200
 
 
 def test_wrong_password_is_reported_as_such(redis_with_password):

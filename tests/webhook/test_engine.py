@@ -43,8 +43,13 @@ def test_minimal_pod_gets_the_seed_defaults():
     assert sc["runAsNonRoot"] and sc["runAsUser"] == 1000 and sc["readOnlyRootFilesystem"]
     assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert sidecar["readinessProbe"]["tcpSocket"]["port"] == "mcp" and sidecar["readinessProbe"]["initialDelaySeconds"] == 5
-    assert sidecar["livenessProbe"]["periodSeconds"] == 20
+    assert sc["runAsGroup"] == 1000  # else gid 0: the image has no passwd entry for uid 1000
+    # Probes on /livez (never the datastore); a startup probe instead of initial delays.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert sidecar[probe]["httpGet"] == {"path": "/livez", "port": "mcp"}
+        assert "initialDelaySeconds" not in sidecar[probe]
+    assert sidecar["startupProbe"]["periodSeconds"] * sidecar["startupProbe"]["failureThreshold"] >= 60
+    assert sidecar["livenessProbe"]["periodSeconds"] == 20  # the seed's liveness period
     assert {"name": "mcp-sidecar-tmp", "mountPath": "/tmp"} in sidecar["volumeMounts"]
     assert any(v["name"] == "mcp-sidecar-tmp" and "emptyDir" in v for v in pod["spec"]["volumes"])
     status = json.loads(pod["metadata"]["annotations"][ANNOTATION_STATUS])
@@ -53,19 +58,20 @@ def test_minimal_pod_gets_the_seed_defaults():
     validate_strict(pod)
 
 
-def test_startup_probe_profile_is_opt_in_and_valid():
-    """The seed defaults have no startupProbe; a configured one is rendered (and changes the hash)."""
-    _, seed = injected(labelled_pod())
-    assert "startupProbe" not in sidecar_of(seed)
-    config = parse_config("sidecar: {startupProbe: {tcpSocket: {port: mcp}, periodSeconds: 1, failureThreshold: 60},"
-                          " readinessProbe: {initialDelaySeconds: 0}, livenessProbe: {initialDelaySeconds: 0}}")
-    _, fast = injected(labelled_pod(), config)
-    sidecar = sidecar_of(fast)
-    assert sidecar["startupProbe"] == {"tcpSocket": {"port": "mcp"}, "periodSeconds": 1, "failureThreshold": 60}
-    assert sidecar["readinessProbe"]["initialDelaySeconds"] == 0 and sidecar["livenessProbe"]["periodSeconds"] == 20
+def test_probes_are_configurable_and_the_startup_probe_can_be_dropped():
+    """The seed's tcpSocket probes with initial delays remain one config away (startupProbe: null)."""
+    _, default = injected(labelled_pod())
+    seed = parse_config("sidecar: {startupProbe: null,"
+                        " readinessProbe: {httpGet: null, timeoutSeconds: null, tcpSocket: {port: mcp}, initialDelaySeconds: 5, periodSeconds: 10},"
+                        " livenessProbe: {httpGet: null, timeoutSeconds: null, failureThreshold: null, tcpSocket: {port: mcp}, initialDelaySeconds: 15}}")
+    _, seeded = injected(labelled_pod(), seed)
+    sidecar = sidecar_of(seeded)
+    assert "startupProbe" not in sidecar
+    assert sidecar["readinessProbe"] == {"tcpSocket": {"port": "mcp"}, "initialDelaySeconds": 5, "periodSeconds": 10}
+    assert sidecar["livenessProbe"] == {"tcpSocket": {"port": "mcp"}, "initialDelaySeconds": 15, "periodSeconds": 20}
     status = lambda p: json.loads(p["metadata"]["annotations"][ANNOTATION_STATUS])["hash"]  # noqa: E731
-    assert status(fast) != status(seed)
-    validate_strict(fast)
+    assert status(default) != status(seeded)
+    validate_strict(seeded)
     with pytest.raises(ConfigError, match="startupProbe must be a mapping"):
         parse_config("sidecar: {startupProbe: 5}")
 
