@@ -62,13 +62,21 @@ def _default_document() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
+#: Probes are replaced whole, never merged: merging a user's tcpSocket probe into a default httpGet
+#: probe would give a probe with two handlers, and the API server would reject every injected pod.
+PROBE_KEYS = ("startupProbe", "readinessProbe", "livenessProbe")
+PROBE_HANDLERS = ("httpGet", "tcpSocket", "exec", "grpc")
+
+
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``override`` into a copy of ``base``; nested maps merge, ``null`` removes a key (as in a
-    JSON merge patch, so a probe can switch from httpGet to tcpSocket), everything else replaces."""
+    """Merge ``override`` into a copy of ``base``: nested maps merge, except probes, which replace;
+    ``null`` removes a key (as in a JSON merge patch); everything else replaces."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
         if value is None:
             merged.pop(key, None)
+        elif key in PROBE_KEYS:
+            merged[key] = copy.deepcopy(value)
         elif isinstance(value, Mapping) and isinstance(merged.get(key), dict):
             merged[key] = _deep_merge(merged[key], value)
         else:
@@ -113,6 +121,14 @@ def _backend(name: str, doc: Any) -> BackendConfig:
     maps = {}
     for key in ("resources", "securityContext", "readinessProbe", "livenessProbe"):
         maps[key] = _require(doc, key, dict, where)
+    for key in PROBE_KEYS:
+        probe = doc.get(key)
+        if not isinstance(probe, Mapping):
+            continue  # absent, or refused below with its own message
+        handlers = [h for h in PROBE_HANDLERS if h in probe]
+        if len(handlers) != 1:
+            raise ConfigError(f"{where}.{key} needs exactly one of {', '.join(PROBE_HANDLERS)}, got "
+                              f"{', '.join(handlers) or 'none'}")
     startup_probe = doc.get("startupProbe")
     if startup_probe is not None and not isinstance(startup_probe, Mapping):
         raise ConfigError(f"{where}.startupProbe must be a mapping (or null), got {type(startup_probe).__name__}")

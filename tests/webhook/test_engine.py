@@ -61,9 +61,10 @@ def test_minimal_pod_gets_the_seed_defaults():
 def test_probes_are_configurable_and_the_startup_probe_can_be_dropped():
     """The seed's tcpSocket probes with initial delays remain one config away (startupProbe: null)."""
     _, default = injected(labelled_pod())
+    # A probe in the config replaces the default probe whole (never two handlers in one probe).
     seed = parse_config("sidecar: {startupProbe: null,"
-                        " readinessProbe: {httpGet: null, timeoutSeconds: null, tcpSocket: {port: mcp}, initialDelaySeconds: 5, periodSeconds: 10},"
-                        " livenessProbe: {httpGet: null, timeoutSeconds: null, failureThreshold: null, tcpSocket: {port: mcp}, initialDelaySeconds: 15}}")
+                        " readinessProbe: {tcpSocket: {port: mcp}, initialDelaySeconds: 5, periodSeconds: 10},"
+                        " livenessProbe: {tcpSocket: {port: mcp}, initialDelaySeconds: 15, periodSeconds: 20}}")
     _, seeded = injected(labelled_pod(), seed)
     sidecar = sidecar_of(seeded)
     assert "startupProbe" not in sidecar
@@ -74,6 +75,8 @@ def test_probes_are_configurable_and_the_startup_probe_can_be_dropped():
     validate_strict(seeded)
     with pytest.raises(ConfigError, match="startupProbe must be a mapping"):
         parse_config("sidecar: {startupProbe: 5}")
+    with pytest.raises(ConfigError, match="readinessProbe needs exactly one of httpGet, tcpSocket, exec, grpc, got httpGet, tcpSocket"):
+        parse_config("backends: {redis: {readinessProbe: {httpGet: {path: /, port: mcp}, tcpSocket: {port: mcp}}}}")
 
 
 def test_missing_maps_and_lists_are_created_first():
