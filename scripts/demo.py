@@ -1,14 +1,23 @@
 """`make demo`: the main job, end to end on this machine.
 
-1. builds what is missing (etcd, kube-apiserver, kube-controller-manager, kubectl) with progress;
-2. starts the local control plane, the TLS admission webhook and a real Redis with a password;
-3. applies deploy/examples/redis-statefulset.yaml (labelled pod template) and shows the injected pods;
-4. runs the injected `mcp-sidecar` container exactly as the stored pod spec describes it (its env,
-   with the Secret reference resolved; as uid 1000 on a read-only root with a tmpfs /tmp, under
-   bubblewrap), pointed at the local Redis, and performs MCP tool calls through it.
+As root (the real-node path, what a user's cluster does):
+1. builds what the demo uses and is missing, with progress: etcd, kube-apiserver,
+   kube-controller-manager, kube-scheduler, kubelet, kube-proxy (Go modules), kubectl and helm,
+   and the images (buildah: the injector from Dockerfile.webhook, the Redis sidecar from
+   Dockerfile.sidecars, a Redis image from Debian's redis-server);
+2. starts the local control plane and one real node (containerd + runc, kubelet, kube-proxy);
+3. installs the Helm chart: the injector runs as two real pods;
+4. applies deploy/examples/redis-statefulset.yaml without its label, then
+   `kubectl label statefulset redis mcp-sidecar.dox/backend=redis`: the operator copies the label
+   into the pod template, the rolling update brings the pod back 2/2 Ready with the sidecar;
+5. an MCP session through `kubectl port-forward svc/redis-mcp` (the companion Service).
 
-Ctrl-C stops everything cleanly. `--use-current-context` tells the same story on a real cluster
-(kind, minikube...) through the Helm chart and `kubectl label statefulset`.
+Not root: the same story without a kubelet (one line says why): the control plane, the webhook as a
+local process, the injected pod stored by the API server, and its `mcp-sidecar` container run as the
+stored spec says (uid 1000, read-only root, tmpfs /tmp, under bubblewrap) against a real Redis.
+
+Ctrl-C stops everything cleanly (exit 0). `--use-current-context` tells steps 3-5 on the cluster of
+the current kubectl context (kind, minikube...).
 """
 
 from __future__ import annotations
@@ -42,8 +51,11 @@ NAMESPACE = "demo"
 SIDECAR_ENTRYPOINT = {"redis": "mcp-redis", "elasticsearch": "mcp-elasticsearch"}  # the images' ENTRYPOINTs
 
 
+_BOLD = sys.stdout.isatty()  # no ANSI codes in logs and pipes
+
+
 def step(message: str) -> None:
-    print(f"\n\033[1m==> {message}\033[0m", flush=True)
+    print(f"\n\033[1m==> {message}\033[0m" if _BOLD else f"\n==> {message}", flush=True)
 
 
 def resolve_env(cp: ControlPlane, namespace: str, env: list[dict]) -> dict[str, str]:
@@ -83,6 +95,27 @@ async def mcp_session(url: str) -> None:
             result = await client.call_tool(name, arguments)
             payload = result.structured_content or [c.text for c in result.content if hasattr(c, "text")]
             print(f"tools/call {name} {json.dumps(arguments)} -> {json.dumps(payload)}")
+
+
+def run_on_node(wait: bool) -> int:
+    """The real-node path: a control plane plus one kubelet node on this machine, then the cluster story."""
+    from tests.cluster import images
+    from tests.cluster.node import Node
+
+    step("building what the demo needs, if missing (first time: several minutes, progress below)")
+    ensure_binaries(("etcd", "kube", "tools"))
+    archives = images.ensure_images(
+        names=(images.PAUSE, images.INJECTOR, images.MCP_REDIS, images.REDIS), log=lambda m: print(m, flush=True))
+    with contextlib.ExitStack() as stack:
+        step("starting etcd, kube-apiserver, kube-controller-manager and one node (containerd, kubelet, kube-proxy)")
+        cp = stack.enter_context(ControlPlane(build=False))
+        node = stack.enter_context(Node(cp))
+        seconds = node.import_images(a.path for a in archives)
+        print(f"imported {len(archives)} images into the node's containerd in {seconds:.1f}s", flush=True)
+        env = {"KUBECONFIG": str(cp.kubeconfig)}
+        print(f"kubectl:  {cp.bin_dir / 'kubectl'} --kubeconfig={cp.kubeconfig} get pods -A", flush=True)
+        return cluster_story(wait, kubectl=str(cp.bin_dir / "kubectl"), helm=str(cp.bin_dir / "helm3"), env=env,
+                             webhook_image=images.INJECTOR.removeprefix("docker.io/"), cleanup=False)
 
 
 def run_demo(wait: bool) -> int:
@@ -157,11 +190,8 @@ def run_demo(wait: bool) -> int:
 
 
 def run_current_context(wait: bool, webhook_image: str | None) -> int:
-    """The same story on a real cluster (kind, minikube, ...): the Helm chart, the operator path
-    (`kubectl label statefulset`), the injected pod, and an MCP call through the companion Service.
-
-    The images must be pullable by the cluster (`make images`, then `kind load docker-image ...`).
-    """
+    """Steps 3-5 on a real cluster (kind, minikube, ...): the images must be pullable by it
+    (`make images`, then e.g. `kind load docker-image ...`)."""
     kubectl = shutil.which("kubectl") or str(REPO / ".cache" / "bin" / "kubectl")
     helm = shutil.which("helm") or str(REPO / ".cache" / "bin" / "helm3")
     if not Path(kubectl).exists() or not Path(helm).exists():
@@ -170,13 +200,32 @@ def run_current_context(wait: bool, webhook_image: str | None) -> int:
     if context.returncode != 0:
         print(f"no current kubectl context: {context.stderr.strip()}", file=sys.stderr)
         return 2
+    print(f"kubectl context: {context.stdout.strip()}", flush=True)
+    return cluster_story(wait, kubectl=kubectl, helm=helm, env={}, webhook_image=webhook_image, cleanup=True)
 
-    def run(*argv: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
-        print("$ " + " ".join(argv), flush=True)
-        return subprocess.run(argv, check=check, text=True, capture_output=capture)
+
+def cluster_story(wait: bool, *, kubectl: str, helm: str, env: dict[str, str], webhook_image: str | None,
+                  cleanup: bool) -> int:
+    """The chart, the operator path (`kubectl label statefulset`), the injected pod 2/2 Ready, and an
+    MCP session through the companion Service, on whatever cluster ``env`` (KUBECONFIG) points at."""
+    import shlex
+
+    full_env = {**os.environ, **env}
+
+    def run(*argv: str, check: bool = True, capture: bool = False, input: str | None = None) -> subprocess.CompletedProcess:
+        print("$ " + shlex.join([Path(argv[0]).name, *argv[1:]]), flush=True)  # quoted: copy-pastable
+        done = subprocess.run(argv, check=False, text=True, capture_output=capture, input=input, env=full_env)
+        if check and done.returncode != 0:
+            if capture:  # say why it failed (e.g. helm's --wait timeout), not only that it did
+                print(f"{done.stdout or ''}{done.stderr or ''}", file=sys.stderr, flush=True)
+            raise subprocess.CalledProcessError(done.returncode, argv, done.stdout, done.stderr)
+        return done
 
     release, system_ns = "mcp-injector", "mcp-system"
-    step(f"installing the chart into context {context.stdout.strip()!r} (namespace {system_ns})")
+    # --create-namespace makes it when missing; the cleanup then removes it too (only on a clear NotFound).
+    probe = subprocess.run([kubectl, "get", "namespace", system_ns], capture_output=True, text=True, env=full_env)
+    system_ns_existed = probe.returncode == 0 or "NotFound" not in probe.stderr
+    step(f"installing the Helm chart (namespace {system_ns}): the injector runs as two pods")
     helm_args = [helm, "upgrade", "--install", release, str(REPO / "deploy/helm/mcp-sidecar-injector"),
                  "-n", system_ns, "--create-namespace", "--wait", "--timeout", "5m"]
     if webhook_image:
@@ -184,35 +233,74 @@ def run_current_context(wait: bool, webhook_image: str | None) -> int:
         helm_args += ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}"]
     port_forward = None
     try:
-        run(*helm_args)
+        run(*helm_args, capture=True)
+        run(kubectl, "get", "pods", "-n", system_ns)
         step(f"a plain Redis StatefulSet in namespace {NAMESPACE}, then `kubectl label statefulset`")
-        run(kubectl, "create", "namespace", NAMESPACE, check=False)
+        run(kubectl, "create", "namespace", NAMESPACE, check=False, capture=True)
         plain = EXAMPLE.read_text().replace("        mcp-sidecar.dox/backend: redis\n", "")
-        print("$ kubectl apply -n demo -f - (the example without the pod template label)", flush=True)
-        subprocess.run([kubectl, "apply", "-n", NAMESPACE, "-f", "-"], input=plain, text=True, check=True)
-        run(kubectl, "label", "statefulset", "redis", "-n", NAMESPACE, "mcp-sidecar.dox/backend=redis", "--overwrite")
+        run(kubectl, "apply", "-n", NAMESPACE, "-f", "-", input=plain)
         run(kubectl, "rollout", "status", "statefulset/redis", "-n", NAMESPACE, "--timeout=5m")
-        run(kubectl, "get", "pods", "-n", NAMESPACE, "-o", "custom-columns=POD:.metadata.name,READY:.status.containerStatuses[*].ready,CONTAINERS:.spec.containers[*].name")
+        run(kubectl, "label", "statefulset", "redis", "-n", NAMESPACE, "mcp-sidecar.dox/backend=redis", "--overwrite")
+        print("the operator copies the label into the pod template; the rolling update replaces the pod", flush=True)
+        _wait_injected_ready(kubectl, full_env)
+        run(kubectl, "get", "pods", "-n", NAMESPACE, "-o", "wide")
         run(str(REPO / ".venv/bin/mcp-sidecar"), "audit", "-n", NAMESPACE)
+        run(kubectl, "exec", "-n", NAMESPACE, "redis-0", "-c", "redis", "--", "sh", "-c",
+            'redis-cli --no-auth-warning -a "$REDIS_PASSWORD" SET demo:greeting "hello from the Redis behind the MCP sidecar"')
         step("an MCP session through the companion Service redis-mcp:9000 (kubectl port-forward)")
         local = free_port()
-        port_forward = subprocess.Popen([kubectl, "port-forward", "-n", NAMESPACE, "service/redis-mcp", f"{local}:9000"],
+        port_forward = subprocess.Popen([kubectl, "port-forward", "-n", NAMESPACE, "--address=127.0.0.1",
+                                         "service/redis-mcp", f"{local}:9000"], env=full_env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        print(f"$ kubectl port-forward -n {NAMESPACE} service/redis-mcp {local}:9000", flush=True)
         print(f"GET /health -> {json.dumps(wait_health(f'http://127.0.0.1:{local}/health', timeout=60))}")
         asyncio.run(mcp_session(f"http://127.0.0.1:{local}/mcp"))
+        step("done")
         if wait:
-            print("Press Ctrl-C to remove the demo namespace and the chart.", flush=True)
+            print(f"Try it yourself:  npx @modelcontextprotocol/inspector --cli http://127.0.0.1:{local}/mcp "
+                  "--transport http --method tools/list")
+            print("Everything keeps running; press Ctrl-C to stop it all.", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
-                while True:
-                    time.sleep(3600)
+                while port_forward.poll() is None:
+                    time.sleep(1)
     finally:
         if port_forward is not None:
             stop_group(port_forward)
-        step("cleaning up: the demo namespace and the chart")
-        run(kubectl, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false", check=False)
-        run(helm, "uninstall", release, "-n", system_ns, check=False)
+        if cleanup:
+            step("cleaning up: the demo namespace and the chart")
+            run(kubectl, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false", check=False)
+            run(helm, "uninstall", release, "-n", system_ns, check=False)
+            if not system_ns_existed:
+                run(kubectl, "delete", "namespace", system_ns, "--ignore-not-found", "--wait=false", check=False)
+        else:
+            step("stopping the pods, the node and the control plane")
     print("stopped cleanly.")
     return 0
+
+
+def _wait_injected_ready(kubectl: str, env: dict[str, str], timeout: float = 300) -> None:
+    """Until redis-0 is the injected pod (2 containers) and both are Ready (`kubectl get` shows 2/2)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = subprocess.run([kubectl, "get", "pod", "redis-0", "-n", NAMESPACE, "-o", "json"], capture_output=True,
+                              text=True, env=env)
+        if done.returncode == 0:
+            pod = json.loads(done.stdout)
+            names = [c["name"] for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])]
+            statuses = pod.get("status", {}).get("containerStatuses", []) + pod.get("status", {}).get("initContainerStatuses", [])
+            ready = [s["name"] for s in statuses if s.get("ready")]
+            if "mcp-sidecar" in names and {"redis", "mcp-sidecar"} <= set(ready) and not pod["metadata"].get("deletionTimestamp"):
+                print(f"redis-0: 2/2 Ready (containers {', '.join(names)})", flush=True)
+                return
+        if time.monotonic() > deadline:
+            # Say why: e.g. the StatefulSet controller's FailedCreate (the API server rejected the
+            # injected pod), the label not propagated to the template, or a sidecar that is not Ready.
+            state = [subprocess.run([kubectl, *args, "-n", NAMESPACE], capture_output=True, text=True, env=env).stdout
+                     for args in (["get", "statefulset", "redis", "-o", "jsonpath={.spec.template.metadata.labels}"],
+                                  ["get", "pods", "-o", "wide"], ["get", "events", "--sort-by=.lastTimestamp"])]
+            raise RuntimeError(f"redis-0 did not become 2/2 Ready in {timeout:.0f}s\npod template labels: "
+                               f"{state[0] or '-'}\n{state[1]}{state[2][-3000:]}")
+        time.sleep(1)
 
 
 def _port_free(port: int) -> bool:
@@ -232,10 +320,28 @@ def main() -> int:
     parser.add_argument("--use-current-context", action="store_true",
                         help="a real cluster from the current kubectl context, with the Helm chart (images must be pullable)")
     parser.add_argument("--webhook-image", help="with --use-current-context: the injector image (REPOSITORY:TAG)")
+    parser.add_argument("--no-node", action="store_true", help="the path without a kubelet even as root")
     args = parser.parse_args()
     wait = not args.no_wait and sys.stdin.isatty()
-    if args.use_current_context:
-        return run_current_context(wait, args.webhook_image)
+    # Ctrl-C (and SIGTERM) unwinds every `with` and ends with exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        if args.use_current_context:
+            return run_current_context(wait, args.webhook_image)
+        if not args.no_node:
+            from tests.cluster.node import why_not_runnable
+
+            reason = why_not_runnable()
+            if reason is None or "not built" in reason:
+                return run_on_node(wait)
+            print(f"no real node here ({reason}): showing the injection without a kubelet", flush=True)
+        return run_without_node(wait)
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything was stopped.", flush=True)
+        return 0
+
+
+def run_without_node(wait: bool) -> int:
     if shutil.which("bwrap") is None:
         print("bubblewrap missing: run scripts/setup.sh", file=sys.stderr)
         return 2

@@ -73,7 +73,7 @@ def test_every_containerfile_and_support_file_exists():
 def test_stamps_follow_their_inputs(monkeypatch):
     before = {key: images.stamp(key) for key in images.SPECS}
     assert before == {key: images.stamp(key) for key in images.SPECS}  # stable
-    assert before["orchestrator"] != before["workers"]                  # build args count
+    assert before["orchestrator"] != before["workers"]                  # targets count
     # The build stand-in carries the host's pip settings: it and the project images change, nothing else.
     monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.example/simple")
     after = {key: images.stamp(key) for key in images.SPECS}
