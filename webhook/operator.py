@@ -66,6 +66,7 @@ class Operator:
         self._reported: dict[str, str] = {}  # pod uid -> condition already announced by an Event
         self._namespace_cache: dict[str, tuple[float, dict[str, str]]] = {}
         self._last_eviction = 0.0
+        self._retries: dict[str, threading.Timer] = {}  # pod uid -> pending re-check (healing)
         self._lock = threading.Lock()
 
     # -- workloads ------------------------------------------------------------------------------
@@ -170,12 +171,19 @@ class Operator:
         if created:
             if isinstance(created, str):
                 created = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
-            if (dt.datetime.now(dt.timezone.utc) - created).total_seconds() < self.options.heal_grace:
+            age = (dt.datetime.now(dt.timezone.utc) - created).total_seconds()
+            if age < self.options.heal_grace:
+                self._retry_later(meta, self.options.heal_grace - age)
                 return
         with self._lock:
-            if time.monotonic() - self._last_eviction < self.options.heal_interval:
-                return
-            self._last_eviction = time.monotonic()
+            wait = self.options.heal_interval - (time.monotonic() - self._last_eviction)
+            if wait <= 0:
+                self._last_eviction = time.monotonic()
+        if wait > 0:
+            # One eviction per interval, but no pod waits for the next full resync (60 s) either:
+            # look at it again when its turn comes.
+            self._retry_later(meta, wait)
+            return
         backend = (meta.get("labels") or {}).get(LABEL_BACKEND, "")
         if not self.injection_works(meta["namespace"], backend):
             self.metrics.evictions.labels(result="webhook-not-injecting").inc()
@@ -192,6 +200,33 @@ class Operator:
         self.metrics.evictions.labels(result="evicted").inc()
         self.post_event("Pod", meta, "Normal", "MCPSidecarHealing", f"evicted so that its controller recreates it with the sidecar ({condition})")
         log.info("evicted %s pod %s/%s for re-injection", condition, meta["namespace"], meta["name"])
+
+    def _retry_later(self, meta: Mapping[str, Any], delay: float) -> None:
+        """Re-read the pod after ``delay`` seconds and handle it again (at most one timer per pod)."""
+        uid = str(meta.get("uid", ""))
+        with self._lock:
+            if uid in self._retries:
+                return
+            timer = threading.Timer(max(delay, 0.0) + 0.1, self._retry, args=(meta["namespace"], meta["name"], uid))
+            timer.daemon = True
+            self._retries[uid] = timer
+        timer.start()
+
+    def _retry(self, namespace: str, name: str, uid: str) -> None:
+        with self._lock:
+            self._retries.pop(uid, None)
+        try:
+            pod = self.api.sanitize_for_serialization(self.core.read_namespaced_pod(name, namespace))
+        except ApiException:
+            return  # gone (healed, deleted) or not readable: the resync will tell
+        if (pod.get("metadata") or {}).get("uid") == uid:
+            self.handle_pod(pod)
+
+    def cancel_retries(self) -> None:
+        with self._lock:
+            timers, self._retries = list(self._retries.values()), {}
+        for timer in timers:
+            timer.cancel()
 
     def injection_works(self, namespace: str, backend: str) -> bool:
         """Would the API server inject a pod in ``namespace`` right now? (server-side dry run)
@@ -375,6 +410,7 @@ class OperatorRunner:
     def _stop_leading(self) -> None:
         if self._kopf_stop is not None:
             self._kopf_stop.set()
+        self.operator.cancel_retries()
         self.ready.clear()
 
     def stop(self, timeout: float = 10.0) -> None:

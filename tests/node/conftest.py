@@ -7,7 +7,8 @@
   with one line saying why. ``MCP_NODE_ATTACH=FILE`` uses a node that
   ``python -m tests.cluster.node --state-out FILE`` keeps running (development).
 - ``injector`` (session): the Helm chart installed with the image built from Dockerfile.webhook
-  (release ``mcp-injector`` in ``mcp-system``), both replicas Ready, the API server calling it.
+  (release ``node-injector`` in ``node-injector-system``), both replicas Ready, the API server calling
+  it. With ``MCP_NODE_ATTACH`` an already deployed release is used as it is.
 - ``namespace`` (function): a fresh namespace, deleted afterwards.
 """
 
@@ -70,7 +71,7 @@ def namespace(cp: ControlPlane) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def injector(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Injector]:
-    inj = install_injector(node.cp, tmp_path_factory.mktemp("helm-home"))
+    inj = install_injector(node.cp, tmp_path_factory.mktemp("helm-home"), reuse=bool(os.environ.get("MCP_NODE_ATTACH")))
     yield inj
     if not os.environ.get("MCP_NODE_ATTACH"):
         inj.uninstall()

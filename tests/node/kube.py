@@ -64,13 +64,20 @@ class Injector:
         self.helm("uninstall", self.release, "-n", self.namespace, "--wait", check=False)
 
 
-def install_injector(cp: ControlPlane, helm_home: Path, *extra_values: str) -> Injector:
-    """``helm upgrade --install --wait`` of the chart with the image built from Dockerfile.webhook."""
+def install_injector(cp: ControlPlane, helm_home: Path, *extra_values: str, reuse: bool = False) -> Injector:
+    """``helm upgrade --install --wait`` of the chart with the image built from Dockerfile.webhook.
+
+    ``reuse``: leave an already deployed release as it is (a shared development node, where another
+    session's test may have changed it on purpose, e.g. the outage test's healing).
+    """
     helm = Helm(cp, helm_home)
     values = ("--set", "image.repository=mcp/sidecar-injector", "--set", f"image.tag={project_version()}",
               *extra_values)
-    helm("upgrade", "--install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "--wait",
-         "--timeout", "5m", *values)
+    deployed = reuse and '"status":"deployed"' in helm("status", RELEASE, "-n", RELEASE_NS, "-o", "json",
+                                                        check=False).stdout.replace(" ", "")
+    if not deployed:
+        helm("upgrade", "--install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "--wait",
+             "--timeout", "5m", *values)
     inj = Injector(cp, helm, values=values)
     cp.wait_for_webhook(WEBHOOK_NAME, timeout=60)
     return inj

@@ -216,3 +216,58 @@ def test_a_crashed_operator_terminates_instead_of_holding_the_lease(monkeypatch)
         assert not runner.ready.is_set()
     finally:
         runner.stop(timeout=2)
+
+
+def test_healing_evicts_one_pod_per_interval_without_waiting_for_the_resync():
+    """N missed pods are healed in about N x heal_interval, not N x the 60 s resync (found on the real node)."""
+    import copy
+    import threading
+    import time
+    import types
+
+    from kubernetes import client
+
+    from webhook.metrics import Metrics
+    from webhook.operator import Operator, OperatorOptions
+
+    evicted: list[tuple[str, float]] = []
+    done = threading.Event()
+    pods = {}
+    for i in range(3):
+        pod = labelled_pod()
+        pod["metadata"].update(name=f"redis-{i}", uid=f"uid-{i}", creationTimestamp="2026-01-01T00:00:00Z",
+                               ownerReferences=[{"kind": "StatefulSet", "name": "redis", "uid": "sts", "controller": True,
+                                                 "apiVersion": "apps/v1"}])
+        pods[pod["metadata"]["name"]] = pod
+
+    def dry_run_create(namespace, body, dry_run=None):
+        injected = copy.deepcopy(body)
+        injected["spec"]["containers"].append({"name": "mcp-sidecar", "image": "mcp/redis:latest"})
+        return injected
+
+    def evict(name, namespace, body):
+        evicted.append((name, time.monotonic()))
+        if len(evicted) == len(pods):
+            done.set()
+
+    core = types.SimpleNamespace(
+        read_namespace=lambda name: types.SimpleNamespace(metadata=types.SimpleNamespace(labels={})),
+        read_namespaced_pod=lambda name, namespace: pods[name],
+        create_namespaced_pod=dry_run_create,
+        create_namespaced_pod_eviction=evict,
+        create_namespaced_event=lambda namespace, event: None,
+    )
+    operator = Operator(client.ApiClient(), lambda: parse_config(None), Metrics(),
+                        OperatorOptions(heal=True, heal_interval=0.3, leader_election=False))
+    operator.core = core
+    t0 = time.monotonic()
+    try:
+        for pod in pods.values():
+            assert operator.handle_pod(pod).state == MISSED
+        assert done.wait(5), f"only {evicted} evicted"
+    finally:
+        operator.cancel_retries()
+    times = [t - t0 for _, t in evicted]
+    assert sorted(n for n, _ in evicted) == sorted(pods)  # each pod once
+    assert times[-1] < 2.0, times  # ~0.6 s: one per interval, no pod left for the resync
+    assert all(b - a >= 0.29 for a, b in zip(times, times[1:])), times  # still rate-limited
