@@ -123,8 +123,8 @@ def _backend(name: str, doc: Any) -> BackendConfig:
         maps[key] = _require(doc, key, dict, where)
     for key in PROBE_KEYS:
         probe = doc.get(key)
-        if not isinstance(probe, Mapping):
-            continue  # absent, or refused below with its own message
+        if not isinstance(probe, Mapping) or (key == "startupProbe" and not probe):
+            continue  # absent, `startupProbe: {}` (none: what Helm leaves of a nulled map), or refused below
         handlers = [h for h in PROBE_HANDLERS if h in probe]
         if len(handlers) != 1:
             raise ConfigError(f"{where}.{key} needs exactly one of {', '.join(PROBE_HANDLERS)}, got "

@@ -73,6 +73,9 @@ def test_probes_are_configurable_and_the_startup_probe_can_be_dropped():
     status = lambda p: json.loads(p["metadata"]["annotations"][ANNOTATION_STATUS])["hash"]  # noqa: E731
     assert status(default) != status(seeded)
     validate_strict(seeded)
+    # What Helm leaves of a nulled-out map (`--set sidecarConfig.sidecar.startupProbe.httpGet=null ...`).
+    _, emptied = injected(labelled_pod(), parse_config("sidecar: {startupProbe: {}}"))
+    assert "startupProbe" not in sidecar_of(emptied)
     with pytest.raises(ConfigError, match="startupProbe must be a mapping"):
         parse_config("sidecar: {startupProbe: 5}")
     with pytest.raises(ConfigError, match="readinessProbe needs exactly one of httpGet, tcpSocket, exec, grpc, got httpGet, tcpSocket"):
