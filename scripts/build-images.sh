@@ -43,7 +43,7 @@ webhook_venv() {
   local dest=$1 python=${2:-python3}
   rm -rf "$dest"
   "$python" -m venv "$dest"
-  local pip=("$dest/bin/pip" install -q --no-cache-dir --disable-pip-version-check)
+  local pip=("$dest/bin/pip" install -q --no-cache-dir --disable-pip-version-check --no-compile)
   local requirements
   mapfile -t requirements < <(webhook_requirements "$python")
   echo "==> webhook payload: ${requirements[*]}"
@@ -63,8 +63,20 @@ webhook_venv() {
   # kubernetes >= 35 also ships an asyncio copy of the whole client (~68 MB with bytecode) that
   # nothing here imports (webhook/ uses kubernetes.client/config, kopf has its own client).
   rm -rf "$dest"/lib/python3*/site-packages/kubernetes/aio
-  # The root filesystem is read-only at run time: precompile so imports never try to write .pyc.
-  "$dest/bin/python" -m compileall -q -j 0 "$dest/lib" >/dev/null
+  # Bytecode policy (Dockerfile.webhook has the measurements): the root filesystem is read-only at
+  # run time, so everything is compiled here. Modules become sourceless .pyc files where their
+  # source was (compileall -b) and the sources go, except in two packages that keep source +
+  # __pycache__ (unchecked-hash, so valid whatever timestamps the image gives the files): this
+  # project's, so that tracebacks through our own code show their lines, and anyio, whose lazy
+  # importer parses its own source (without it anyio imports all of its submodules at start).
+  local site
+  site=$(echo "$dest"/lib/python3*/site-packages)
+  "$dest/bin/python" -m compileall -q -b -j 0 -x '/site-packages/(webhook|anyio)/' "$dest/lib" >/dev/null
+  find "$dest/lib" -name '*.py' ! -path '*/site-packages/webhook/*' ! -path '*/site-packages/anyio/*' \
+    -exec sh -c 'for f; do if [ -f "${f}c" ]; then rm -- "$f"; fi; done' sh {} +
+  find "$dest/lib" -type d -name __pycache__ ! -path '*/site-packages/webhook/*' ! -path '*/site-packages/anyio/*' \
+    -prune -exec rm -rf {} +
+  "$dest/bin/python" -m compileall -q -j 0 --invalidation-mode unchecked-hash "$site/webhook" "$site/anyio" >/dev/null
 }
 
 if [ "${1:-}" = "--webhook-venv" ]; then

@@ -1,9 +1,10 @@
 """Dockerfile.webhook and scripts/build-images.sh (no container engine runs here).
 
-Proves: hadolint is clean; the final stage is python:3.11-slim, UID 1000, no pip/compilers, only the
-built virtualenv copied in; the build context is limited; build-images.sh picks docker/podman/buildah
-(exercised with fake engines) and fails clearly when none is present; and (slow) the image payload,
-built by the very command the Dockerfile runs, has no pip, imports every webhook module and serves
+Proves: hadolint is clean; the final stage is scratch + the python:3.11-slim root filesystem with the
+built virtualenv, pruned by scripts/slim-rootfs.py (no pip, apt or compilers), UID 1000; the build
+context is limited; build-images.sh picks docker/podman/buildah (exercised with fake engines) and
+fails clearly when none is present; and (slow) the image payload, built by the very command the
+Dockerfile runs, has no pip, follows the bytecode policy, imports every webhook module and serves
 /healthz and /mutate as UID 1000 on a read-only root (bubblewrap), with its measured size printed.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.dockerfile import run_hadolint
+from tests.support.dockerfile import check_slim_image, run_hadolint, slim_rootfs
 from tests.support.dockerfile import stages as dockerfile_stages
 
 from .helpers import REPO
@@ -41,21 +42,19 @@ def stages() -> dict[str, list[str]]:
 
 def test_final_stage_is_slim_non_root_without_pip():
     all_stages = stages()
-    assert list(all_stages) == ["build", "runtime"]  # runtime is the last stage, i.e. the image
+    assert list(all_stages) == ["build", "assemble", "runtime"]  # runtime is the last stage, i.e. the image
     runtime = all_stages["runtime"]
     body = "\n".join(runtime)
-    assert runtime[0] == "FROM python:3.11-slim AS runtime"
+    assert runtime[0] == "FROM scratch AS runtime"
     assert "USER 1000:1000" in body and "EXPOSE 8443" in body
     assert 'ENTRYPOINT ["mcp-sidecar"]' in body
-    assert "COPY --from=build /opt/venv /opt/venv" in body
-    assert "site-packages/pip" in body and "ensurepip" in body and "/usr/local/bin/pip3" in body
-    runs = [line for line in runtime if line.startswith("RUN ")]
-    assert len(runs) == 1 and runs[0].startswith("RUN rm -rf ")  # nothing installed, only pip removed
-    for word in ("apt-get", "pip install", "gcc", "build-essential"):
-        assert word not in body
+    # python:3.11-slim + the venv, pruned by scripts/slim-rootfs.py (pip, apt, dpkg, perl... gone), one layer
+    check_slim_image(all_stages, final="runtime", assemble="assemble", venv_from="build")
     assert "PYTHONDONTWRITEBYTECODE=1" in body  # read-only root: never write .pyc
+    assert "PATH=/opt/venv/bin:" in body and "LANG=C.UTF-8" in body  # scratch inherits no ENV
     build = "\n".join(all_stages["build"])
     assert "bash scripts/build-images.sh --webhook-venv /opt/venv /usr/local/bin/python3.11" in build
+    assert "ensurepip" in slim_rootfs().STDLIB_DROP  # nothing can be installed at run time
 
 
 def test_build_context_keeps_caches_out():
@@ -150,6 +149,10 @@ def test_payload_is_small_pip_free_and_serves_on_a_read_only_root(tmp_path):
         assert not (site / "kubernetes" / "aio").exists()
         for unwanted in ("mcp", "redis", "elasticsearch", "pytest", "hypothesis", "kubernetes_validate", "sidecars"):
             assert not (site / unwanted).exists(), unwanted
+        # Bytecode policy: sourceless .pyc, except the webhook package and anyio (source + __pycache__).
+        assert (site / "kubernetes" / "__init__.pyc").exists() and not list(site.glob("kubernetes/**/*.py"))
+        assert (site / "webhook" / "cli.py").exists() and list((site / "webhook" / "__pycache__").glob("cli.*.pyc"))
+        assert not [p for p in site.rglob("__pycache__") if p.relative_to(site).parts[0] not in ("webhook", "anyio")]
         # Every module of the package imports from the payload (dependencies follow pyproject.toml).
         subprocess.run([str(venv / "bin" / "python"), "-c",
                         "import importlib, pkgutil, webhook; [importlib.import_module('webhook.' + m.name) "
