@@ -12,6 +12,8 @@ Then, in one fresh namespace, pod by pod and alternating between the cases:
                injector adds the sidecar with the default probes (GET /livez: startup every 1 s,
                readiness every 5 s, liveness every 20 s; no initial delays)
   unlabelled   the same pod without the label: no sidecar
+  labelled-1cpu  labelled, with the per-pod override `mcp-sidecar.dox/cpu-limit: "1"`: how much of
+               the start is the default 100m CPU limit throttling the sidecar's Python imports
   seed-probes  labelled, with the seed design's probes (tcpSocket 9000, readiness initialDelay 5 s,
                period 10 s; liveness initialDelay 15 s) set through the chart's sidecarConfig
                -- see --no-seed-probes
@@ -62,11 +64,11 @@ SEED_PROBES = (
 )
 
 
-def redis_pod(name: str, labelled: bool) -> dict:
+def redis_pod(name: str, labelled: bool, annotations: dict[str, str] | None = None) -> dict:
     labels = {"app": "bench"} | ({BACKEND: "redis"} if labelled else {})
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": labels},
+        "metadata": {"name": name, "labels": labels, "annotations": dict(annotations or {})},
         "spec": {
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 0,
@@ -81,6 +83,11 @@ def redis_pod(name: str, labelled: bool) -> dict:
             }],
         },
     }
+
+
+def pod_for(case: str, name: str) -> dict:
+    annotations = {"mcp-sidecar.dox/cpu-limit": "1"} if case == "labelled-1cpu" else {}
+    return redis_pod(name, case != "unlabelled", annotations)
 
 
 def time_to_ready(cp: ControlPlane, ns: str, pod: dict, timeout: float = 120) -> float:
@@ -130,25 +137,25 @@ def run(args: argparse.Namespace) -> str:
             node.import_images(a.path for a in archives)
         cp = node.cp
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-helm-")))
-        cases = ["labelled", "unlabelled"] + ([] if args.no_seed_probes else ["seed-probes"])
+        cases = ["labelled", "unlabelled", "labelled-1cpu"] + ([] if args.no_seed_probes else ["seed-probes"])
         results: dict[str, list[float]] = {c: [] for c in cases}
         ns = f"bench-ready-{uuid.uuid4().hex[:6]}"
         cp.create_namespace(ns)
         cp.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis", "namespace": ns},
                   "stringData": {"password": "bench"}})
         try:
-            for phase in (["labelled", "unlabelled"], ["seed-probes"] if "seed-probes" in cases else []):
+            for phase in (["labelled", "unlabelled", "labelled-1cpu"], ["seed-probes"] if "seed-probes" in cases else []):
                 if not phase:
                     continue
                 install_injector(cp, home, *(SEED_PROBES if phase == ["seed-probes"] else ()))
                 for case in phase:  # one warm-up pod per case (image layers, page cache)
-                    time_to_ready(cp, ns, redis_pod(f"warm-{case}", case != "unlabelled"))
+                    time_to_ready(cp, ns, pod_for(case, f"warm-{case}"))
                 for i in range(args.pods):
                     for case in phase if i % 2 == 0 else reversed(phase):
-                        results[case].append(time_to_ready(cp, ns, redis_pod(f"{case}-{i}", case != "unlabelled")))
+                        results[case].append(time_to_ready(cp, ns, pod_for(case, f"{case}-{i}")))
                     print(f"  {i + 1}/{args.pods}: " + ", ".join(f"{c} {results[c][-1]:.2f}s" for c in phase),
                           file=sys.stderr, flush=True)
-                if phase == ["labelled", "unlabelled"]:
+                if "unlabelled" in phase:
                     cp.apply(redis_pod("rss-probe", True), "-n", ns)
                     cp.kubectl("wait", "-n", ns, "pod/rss-probe", "--for=condition=Ready", "--timeout=120s", timeout=130)
                     rss = node.rss_mib() if not attach else {}
@@ -162,7 +169,8 @@ def run(args: argparse.Namespace) -> str:
     lines = [
         f"### Pod create -> Ready on a real node ({time.strftime('%Y-%m-%d')})",
         "",
-        f"Command: `.venv/bin/python bench/node/bench_pod_ready.py --pods {args.pods}`"
+        f"Command: `.venv/bin/python bench/node/bench_pod_ready.py --pods {args.pods}"
+        + (" --no-seed-probes" if args.no_seed_probes else "") + "`"
         + (" (attached to a running node)" if attach else ""),
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average before: {os.getloadavg()[0]:.2f}. "
         "Node: kubelet/kube-proxy/kube-scheduler v1.34.4 built from Go modules, containerd 1.6.20 + runc (Debian), "
@@ -176,6 +184,7 @@ def run(args: argparse.Namespace) -> str:
         lines.append(f"| {case} | {summary(values)} |")
     lab, unl = statistics.median(results["labelled"]), statistics.median(results["unlabelled"])
     lines += ["", f"What the sidecar adds (p50, default probes): {lab - unl:+.2f} s."]
+    lines.append(f"With a 1-CPU limit instead of 100m: {statistics.median(results['labelled-1cpu']) - unl:+.2f} s.")
     if "seed-probes" in results:
         lines.append(f"With the seed's probes: {statistics.median(results['seed-probes']) - unl:+.2f} s.")
     if node_start is not None:
