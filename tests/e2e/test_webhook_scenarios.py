@@ -81,8 +81,9 @@ def test_labelled_pod_is_stored_injected_and_passes_restricted(control_plane, in
         assert sidecar["image"] == "mcp/redis:latest"
         assert sidecar["ports"][0] == {"name": "mcp", "containerPort": 9000, "protocol": "TCP"}
         assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
-        assert sidecar["readinessProbe"]["tcpSocket"]["port"] == "mcp"
-        assert sidecar["livenessProbe"]["initialDelaySeconds"] == 15
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):  # stored as the API server accepted it
+            assert sidecar[probe]["httpGet"]["path"] == "/livez" and sidecar[probe]["httpGet"]["port"] == "mcp"
+        assert sidecar["securityContext"]["runAsGroup"] == 1000
         assert {"name": "mcp-sidecar-tmp", "mountPath": "/tmp"} in sidecar["volumeMounts"]
         assert any(v["name"] == "mcp-sidecar-tmp" for v in pod["spec"]["volumes"])
         status = json.loads(pod["metadata"]["annotations"]["mcp-sidecar.dox/status"])
