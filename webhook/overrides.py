@@ -8,8 +8,9 @@ pod unchanged and the warning names the annotation and the form it accepts (vaul
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from webhook.constants import DOMAIN
 
@@ -85,9 +86,30 @@ def _bool(value: str) -> bool:
 
 
 def _quantity(value: str) -> str:
-    if not _QUANTITY.match(value):
+    if len(value) > 32 or not _QUANTITY.match(value):
         raise ValueError
     return value
+
+
+_SUFFIX = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1), "k": Decimal("1e3"),
+           "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"), "P": Decimal("1e15"), "E": Decimal("1e18"),
+           "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40), "Pi": Decimal(2**50),
+           "Ei": Decimal(2**60)}
+
+
+def quantity_value(value: Any) -> Decimal | None:
+    """A Kubernetes quantity as a number (``100m`` -> 0.1, ``64Mi`` -> 67108864); None if unparsable."""
+    text = str(value).strip()
+    match = re.match(r"^[+]?(\d+(?:\.\d*)?|\.\d+)(.*)$", text)
+    if not match or len(text) > 32:
+        return None
+    number, suffix = match.groups()
+    try:
+        if suffix[:1] in ("e", "E") and suffix[1:].lstrip("+-").isdigit():
+            return Decimal(number) * (Decimal(10) ** int(suffix[1:]))
+        return Decimal(number) * _SUFFIX[suffix]
+    except (KeyError, InvalidOperation):
+        return None
 
 
 def _image(value: str) -> str:

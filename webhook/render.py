@@ -16,8 +16,8 @@ from typing import Any
 
 from webhook import __version__
 from webhook.config import BackendConfig
-from webhook.constants import SIDECAR_CONTAINER_NAME, SIDECAR_PORT_NAME, TMP_VOLUME_NAME
-from webhook.overrides import Overrides
+from webhook.constants import DOMAIN, SIDECAR_CONTAINER_NAME, SIDECAR_PORT_NAME, TMP_VOLUME_NAME
+from webhook.overrides import Overrides, quantity_value
 
 AUTH_TOKEN_ENV = "MCP_AUTH_TOKEN"
 AUTH_TOKEN_DEFAULT_KEY = "token"
@@ -133,7 +133,7 @@ def detect_password_ref(spec: dict[str, Any], main: dict[str, Any] | None, backe
     return None, None
 
 
-def _resources(backend: BackendConfig, overrides: Overrides) -> dict[str, Any]:
+def _resources(backend: BackendConfig, overrides: Overrides, warnings: list[str]) -> dict[str, Any]:
     resources = copy.deepcopy(dict(backend.resources))
     for section, key, value in (
         ("requests", "cpu", overrides.cpu_request),
@@ -143,6 +143,16 @@ def _resources(backend: BackendConfig, overrides: Overrides) -> dict[str, Any]:
     ):
         if value is not None:
             resources.setdefault(section, {})[key] = value
+    # A request above its limit makes the API server reject the whole pod: an override must never
+    # block a pod, so the limit is raised to the request, and the user is told.
+    for key in ("cpu", "memory"):
+        request = (resources.get("requests") or {}).get(key)
+        limit = (resources.get("limits") or {}).get(key)
+        req_value, limit_value = quantity_value(request), quantity_value(limit)
+        if req_value is not None and limit_value is not None and req_value > limit_value:
+            resources["limits"][key] = request
+            warnings.append(f"mcp-sidecar: the sidecar's {key} request {request} is above its limit {limit}: "
+                            f"the limit was raised to {request} (set {DOMAIN}/{key}-limit to choose another)")
     return resources
 
 
@@ -190,7 +200,7 @@ def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overr
         "imagePullPolicy": backend.image_pull_policy,
         "ports": [{"name": SIDECAR_PORT_NAME, "containerPort": port, "protocol": "TCP"}],
         "env": env,
-        "resources": _resources(backend, overrides),
+        "resources": _resources(backend, overrides, warnings),
         "securityContext": copy.deepcopy(dict(backend.security_context)),
         **({"startupProbe": copy.deepcopy(dict(backend.startup_probe))} if backend.startup_probe else {}),
         "readinessProbe": copy.deepcopy(dict(backend.readiness_probe)),

@@ -312,3 +312,30 @@ def test_other_containers_are_never_touched():
 def test_garbage_never_raises(pod):
     result = evaluate(pod, None, CONFIG)
     assert not result.injected and result.patch == []
+
+
+def test_a_request_above_the_default_limit_raises_the_limit_instead_of_blocking_the_pod():
+    """`cpu-request: "2"` with the default 100m limit once made the API server reject the whole pod."""
+    pod = labelled_pod()
+    pod["metadata"]["annotations"] = {"mcp-sidecar.dox/cpu-request": "2", "mcp-sidecar.dox/memory-request": "1Gi"}
+    result, patched = injected(pod)
+    resources = sidecar_of(patched)["resources"]
+    assert resources["requests"] == {"cpu": "2", "memory": "1Gi"}
+    assert resources["limits"] == {"cpu": "2", "memory": "1Gi"}
+    assert any("cpu request 2 is above its limit 100m" in w and "cpu-limit" in w for w in result.warnings)
+    validate_strict(patched)
+    # within the limit: nothing changes, no warning
+    pod["metadata"]["annotations"] = {"mcp-sidecar.dox/cpu-request": "0.1", "mcp-sidecar.dox/cpu-limit": "1"}
+    result, patched = injected(pod)
+    assert sidecar_of(patched)["resources"]["limits"]["cpu"] == "1" and not result.warnings
+
+
+def test_quantity_overrides_are_bounded_and_compared_as_numbers():
+    from webhook.overrides import quantity_value
+
+    assert quantity_value("100m") == quantity_value("0.1") and quantity_value("64Mi") == 64 * 2**20
+    assert quantity_value("1e3") == 1000 and quantity_value("2k") == 2000 and quantity_value("x") is None
+    pod = labelled_pod()
+    pod["metadata"]["annotations"] = {"mcp-sidecar.dox/cpu-request": "1" * 40}
+    result = evaluate(pod, None, CONFIG)
+    assert result.skip_reason is SkipReason.INVALID_OVERRIDE and not result.patch
