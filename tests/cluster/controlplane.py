@@ -222,6 +222,30 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
+    with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
+        return resp.status == 200
+
+
+def wait_for_component(what: str, comp: "Component", ready: Callable[[], bool], timeout: float,
+                       log: Callable[[str], None], *, error: type[Exception] | None = None,
+                       with_tail: bool = False) -> None:
+    """Poll ``ready`` every 0.2 s until it is true; fail at once if ``comp`` exits, or after ``timeout``."""
+    error = error or ControlPlaneError
+    tail = (lambda: f":\n{comp.tail()}") if with_tail else (lambda: "")
+    t0 = time.monotonic()
+    while True:
+        if not comp.running():
+            raise error(f"{comp.name} exited (code {comp.proc.returncode}) before {what}{tail()}")
+        with contextlib.suppress(Exception):
+            if ready():
+                log(f"{what}: ok after {time.monotonic() - t0:.1f}s")
+                return
+        if time.monotonic() - t0 > timeout:
+            raise error(f"timed out after {timeout:.0f}s waiting for {what}{tail()}")
+        time.sleep(0.2)
+
+
 def _pdeathsig() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -553,7 +577,7 @@ class ControlPlane:
             "--unsafe-no-fsync=true",  # test data only: skip fsync, much faster on slow disks
             "--log-level=warn",
         ], [client, peer])
-        self._wait("etcd /health", comp, lambda: self._http_ok(f"{self.etcd_url}/health"), 30)
+        self._wait("etcd /health", comp, lambda: http_ok(f"{self.etcd_url}/health"), 30)
 
     def _start_apiserver(self, pki: Path) -> None:
         port = free_port()
@@ -635,7 +659,7 @@ class ControlPlane:
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
         self._wait("kube-controller-manager /healthz", comp,
-                   lambda: self._http_ok(f"https://127.0.0.1:{port}/healthz", insecure), 60)
+                   lambda: http_ok(f"https://127.0.0.1:{port}/healthz", insecure), 60)
 
     def _wait_for_default_service_account(self) -> None:
         comp = self.components["kube-controller-manager"]
@@ -646,29 +670,14 @@ class ControlPlane:
     # ---- waiting / diagnostics ---------------------------------------------------------------
 
     def _wait(self, what: str, comp: Component, ready: Callable[[], bool], timeout: float) -> None:
-        t0 = time.monotonic()
-        deadline = t0 + timeout
-        while True:
-            if not comp.running():
-                raise ControlPlaneError(f"{comp.name} exited (code {comp.proc.returncode}) before {what}")
-            with contextlib.suppress(Exception):
-                if ready():
-                    self._log(f"{what}: ok after {time.monotonic() - t0:.1f}s")
-                    return
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(0.2)
+        # No log tail in the message: _dump_logs prints every component's tail after a failed start.
+        wait_for_component(what, comp, ready, timeout, self._log)
 
     def _dump_logs(self, exc: BaseException) -> None:
         self._log(f"start-up failed: {exc}")
         for comp in self.components.values():
             print(f"----- {comp.name} log tail ({comp.log_path}) -----\n{comp.tail()}",
                   file=sys.stderr, flush=True)
-
-    @staticmethod
-    def _http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
-        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
-            return resp.status == 200
 
     # ---- API access ---------------------------------------------------------------------------
 

@@ -45,8 +45,11 @@ from tests.cluster.controlplane import (
     ControlPlane,
     ControlPlaneError,
     SERVICE_CIDR,
+    http_ok,
     issue_cert,
     pid_alive,
+    port_open,
+    wait_for_component,
 )
 from tests.support.processes import free_port
 
@@ -481,7 +484,7 @@ state = "{base / 'state'}"
                     break
                 time.sleep(0.2)
 
-    def _kill_shims(self) -> None:
+    def _shim_pids(self) -> list[int]:
         """Shims detach from containerd: find ours by the exact socket address in their argv."""
         needle = self.containerd_address.encode()
         pids = []
@@ -492,6 +495,10 @@ state = "{base / 'state'}"
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
                 if b"containerd-shim" in argv[0] and needle in argv:
                     pids.append(int(proc.name))
+        return pids
+
+    def _kill_shims(self) -> None:
+        pids = self._shim_pids()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
@@ -543,7 +550,7 @@ state = "{base / 'state'}"
             f"TCP-LISTEN:{API_RELAY_PORT},bind={self.ip},fork,reuseaddr",
             f"TCP:127.0.0.1:{api_port}",
         ])
-        self._wait("API relay", comp, lambda: _port_open(self.ip, API_RELAY_PORT), 10)
+        self._wait("API relay", comp, lambda: port_open(API_RELAY_PORT, self.ip), 10)
         slice_ = {
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
@@ -571,7 +578,7 @@ state = "{base / 'state'}"
             f"--cert-dir={certs}",
             "--leader-elect=false",
         ])
-        self._wait("kube-scheduler", comp, lambda: _port_open("127.0.0.1", port), 60)
+        self._wait("kube-scheduler", comp, lambda: port_open(port), 60)
 
     def _start_kubelet(self) -> None:
         kcfg = self._client_kubeconfig("kubelet", f"system:node:{self.name}", ["system:nodes"])
@@ -621,7 +628,7 @@ state = "{base / 'state'}"
             "--v=1",
         ])
         self._wait("kubelet /healthz", comp,
-                   lambda: _http_ok(f"http://127.0.0.1:{self.kubelet_healthz_port}/healthz"), 60)
+                   lambda: http_ok(f"http://127.0.0.1:{self.kubelet_healthz_port}/healthz"), 60)
 
     def _start_kube_proxy(self) -> None:
         kcfg = self._client_kubeconfig("kube-proxy", "system:kube-proxy")
@@ -647,7 +654,7 @@ state = "{base / 'state'}"
         self._undo.kube_proxy_ran = True
         comp = self._component("kube-proxy", [str(self.bin_dir / "kube-proxy"), f"--config={cfg_path}"])
         self._wait("kube-proxy /healthz", comp,
-                   lambda: _http_ok(f"http://127.0.0.1:{self.kube_proxy_healthz_port}/livez"), 60)
+                   lambda: http_ok(f"http://127.0.0.1:{self.kube_proxy_healthz_port}/livez"), 60)
 
     # ---- storage: a minimal static provisioner for volumeClaimTemplates -----------------------
 
@@ -719,17 +726,7 @@ state = "{base / 'state'}"
         return comp
 
     def _wait(self, what: str, comp: Component, ready: Callable[[], bool], timeout: float) -> None:
-        t0 = time.monotonic()
-        while True:
-            if not comp.running():
-                raise NodeError(f"{comp.name} exited (code {comp.proc.returncode}) before {what}:\n{comp.tail()}")
-            with contextlib.suppress(Exception):
-                if ready():
-                    self._log(f"{what}: ok after {time.monotonic() - t0:.1f}s")
-                    return
-            if time.monotonic() - t0 > timeout:
-                raise NodeError(f"timed out after {timeout:.0f}s waiting for {what}:\n{comp.tail()}")
-            time.sleep(0.2)
+        wait_for_component(what, comp, ready, timeout, self._log, error=NodeError, with_tail=True)
 
     def logs(self, name: str, lines: int = 60) -> str:
         comp = self.components.get(name)
@@ -742,15 +739,7 @@ state = "{base / 'state'}"
             comp = self.components.get(name)
             if comp and comp.pid:
                 out[name] = _rss_kib(comp.pid) / 1024
-        needle = self.containerd_address.encode()
-        shims = 0.0
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                with contextlib.suppress(OSError):
-                    argv = (proc / "cmdline").read_bytes().split(b"\0")
-                    if b"containerd-shim" in argv[0] and needle in argv:
-                        shims += _rss_kib(int(proc.name)) / 1024
-        out["containerd-shims"] = shims
+        out["containerd-shims"] = sum(_rss_kib(pid) for pid in self._shim_pids()) / 1024
         return out
 
 
@@ -760,21 +749,6 @@ def _rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
-
-
-def _port_open(host: str, port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-def _http_ok(url: str) -> bool:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=2) as resp:
-        return resp.status == 200
 
 
 def main(argv: Sequence[str] | None = None) -> int:

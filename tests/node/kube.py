@@ -86,6 +86,27 @@ def install_injector(cp: ControlPlane, helm_home: Path, *extra_values: str, reus
 # ---- pods ---------------------------------------------------------------------------------------
 
 
+def redis_pod_spec(*, restricted: bool = True, password: bool = True) -> dict:
+    """The spec of a plain Redis pod as deploy/examples/redis-statefulset.yaml has it: the password
+    from the Secret ``redis`` (key ``redis-password``, see :func:`redis_secret`), and with
+    ``restricted`` the Pod Security "restricted" settings (uid 999, no runAsGroup, as the example)."""
+    redis: dict = {"name": "redis", "image": "redis:7.4", "ports": [{"name": "redis", "containerPort": 6379}]}
+    if password:
+        redis["args"] = ["--requirepass", "$(REDIS_PASSWORD)"]
+        redis["env"] = [{"name": "REDIS_PASSWORD",
+                         "valueFrom": {"secretKeyRef": {"name": "redis", "key": "redis-password"}}}]
+    spec: dict = {"automountServiceAccountToken": False, "terminationGracePeriodSeconds": 2, "containers": [redis]}
+    if restricted:
+        spec["securityContext"] = {"runAsNonRoot": True, "runAsUser": 999, "seccompProfile": {"type": "RuntimeDefault"}}
+        redis["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    return spec
+
+
+def redis_secret(password: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis"}, "type": "Opaque",
+            "stringData": {"redis-password": password}}
+
+
 def pods(cp: ControlPlane, namespace: str, selector: str = "") -> list[dict]:
     args = ["get", "pods", "-n", namespace] + (["-l", selector] if selector else [])
     return cp.kubectl_json(*args)["items"]

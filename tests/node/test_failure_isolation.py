@@ -39,6 +39,8 @@ from tests.node.kube import (
     pods,
     port_forward,
     ready_count,
+    redis_pod_spec,
+    redis_secret,
     wait_pods_ready,
 )
 from tests.support.processes import stop_group
@@ -59,24 +61,12 @@ def _redis_pod(name: str, annotations: dict[str, str] | None = None) -> dict:
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {BACKEND_LABEL: "redis", "app": name},
                      "annotations": dict(annotations or {})},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 2,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 999, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "redis", "image": "redis:7.4", "args": ["--requirepass", "$(REDIS_PASSWORD)"],
-                "env": [{"name": "REDIS_PASSWORD",
-                         "valueFrom": {"secretKeyRef": {"name": "redis", "key": "redis-password"}}}],
-                "ports": [{"name": "redis", "containerPort": 6379}],
-                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-            }],
-        },
+        "spec": redis_pod_spec(),
     }
 
 
 def _start(cp, namespace: str, pod: dict) -> None:
-    cp.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis"}, "type": "Opaque",
-              "stringData": {"redis-password": PASSWORD}}, "-n", namespace)
+    cp.apply(redis_secret(PASSWORD), "-n", namespace)
     cp.apply(pod, "-n", namespace)
 
 

@@ -15,7 +15,16 @@ import json
 import pytest
 
 from tests.cluster.controlplane import ControlPlaneError
-from tests.node.kube import BACKEND_LABEL, container_names, describe, exec_in, ready_count, wait_pods_ready
+from tests.node.kube import (
+    BACKEND_LABEL,
+    container_names,
+    describe,
+    exec_in,
+    ready_count,
+    redis_pod_spec,
+    redis_secret,
+    wait_pods_ready,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -24,28 +33,16 @@ PASSWORD = "rt-sec-password"
 
 
 def _redis_pod(name: str, *, restricted_datastore: bool = True) -> dict:
-    """A plain Redis pod (password from a Secret, as deploy/examples/redis-statefulset.yaml), labelled."""
-    redis = {
-        "name": "redis", "image": "redis:7.4", "args": ["--requirepass", "$(REDIS_PASSWORD)"],
-        "env": [{"name": "REDIS_PASSWORD",
-                 "valueFrom": {"secretKeyRef": {"name": "redis", "key": "redis-password"}}}],
-        "ports": [{"name": "redis", "containerPort": 6379}],
-    }
-    spec: dict = {"automountServiceAccountToken": False, "terminationGracePeriodSeconds": 2,
-                  "containers": [redis]}
-    if restricted_datastore:
-        # as deploy/examples/redis-statefulset.yaml: no runAsGroup (the sidecar's securityContext sets
-        # runAsUser only, so a pod-level runAsGroup would also become the sidecar's primary group)
-        spec["securityContext"] = {"runAsNonRoot": True, "runAsUser": 999,
-                                   "seccompProfile": {"type": "RuntimeDefault"}}
-        redis["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    """A plain Redis pod (password from a Secret, as deploy/examples/redis-statefulset.yaml), labelled;
+    as the example, no runAsGroup (a pod-level runAsGroup would also become the sidecar's group if
+    the sidecar's own securityContext did not set one)."""
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {BACKEND_LABEL: "redis", "app": name}}, "spec": spec}
+            "metadata": {"name": name, "labels": {BACKEND_LABEL: "redis", "app": name}},
+            "spec": redis_pod_spec(restricted=restricted_datastore)}
 
 
 def _secret() -> dict:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis"}, "type": "Opaque",
-            "stringData": {"redis-password": PASSWORD}}
+    return redis_secret(PASSWORD)
 
 
 def _proc_status(cp, namespace: str, pod: str) -> dict[str, str]:

@@ -39,7 +39,7 @@ import yaml
 
 from tests.cluster.controlplane import ControlPlaneError
 from tests.e2e.test_prometheus_discovery import find_prometheus
-from tests.node.kube import BACKEND_LABEL, REPO, http_json, pods, ready_count, wait_pods_ready
+from tests.node.kube import BACKEND_LABEL, REPO, http_json, pods, ready_count, redis_pod_spec, wait_pods_ready
 from tests.support.processes import free_port, stop_group, wait_listening
 
 pytestmark = pytest.mark.slow
@@ -51,13 +51,7 @@ ANNOTATION_JOB, SIDECAR_JOB = "kubernetes-pods", "mcp-sidecars"
 REDIS_POD = {
     "apiVersion": "v1", "kind": "Pod",
     "metadata": {"name": "redis", "labels": {"app.kubernetes.io/name": "redis", BACKEND_LABEL: "redis"}},
-    "spec": {
-        "automountServiceAccountToken": False,
-        "terminationGracePeriodSeconds": 2,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 999, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{"name": "redis", "image": "redis:7.4", "ports": [{"name": "redis", "containerPort": 6379}],
-                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
-    },
+    "spec": redis_pod_spec(password=False),
 }
 
 

@@ -34,6 +34,7 @@ from tests.node.kube import (
     describe,
     pods,
     ready_count,
+    redis_pod_spec,
 )
 
 pytestmark = pytest.mark.slow
@@ -43,21 +44,7 @@ SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis"}, "
 
 
 def _redis_template(app: str) -> dict:
-    return {
-        "metadata": {"labels": {"app.kubernetes.io/name": app, BACKEND_LABEL: "redis"}},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 2,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 999, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "redis", "image": "redis:7.4", "args": ["--requirepass", "$(REDIS_PASSWORD)"],
-                "env": [{"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis", "key": "redis-password"}}}],
-                "ports": [{"name": "redis", "containerPort": 6379}],
-                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-            }],
-        },
-    }
-
+    return {"metadata": {"labels": {"app.kubernetes.io/name": app, BACKEND_LABEL: "redis"}}, "spec": redis_pod_spec()}
 
 WORKLOADS = [
     {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "redis"},
