@@ -50,7 +50,17 @@ def _operator_options(args: argparse.Namespace):
         resync_seconds=args.resync_seconds,
         leader_election=args.leader_election,
         lease_namespace=args.leader_election_namespace or default_lease_namespace(),
+        namespaces=tuple(dict.fromkeys(args.watch_namespaces or ())),
+        excluded_namespaces=excluded_namespaces(args.exclude_namespaces),
     )
+
+
+def excluded_namespaces(extra: list[str] | None) -> tuple[str, ...]:
+    """kube-system and the operator's own namespace ($POD_NAMESPACE) always, plus ``extra``."""
+    import os
+
+    names = ["kube-system", os.environ.get("POD_NAMESPACE", ""), *(extra or ())]
+    return tuple(dict.fromkeys(n for n in names if n))
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
@@ -230,6 +240,10 @@ def _operator_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--resync-seconds", type=float, default=60.0, help="period of the full re-check of labelled pods")
     group.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True, help="one active operator among replicas (Lease)")
     group.add_argument("--leader-election-namespace", help="namespace of the Lease (default: $POD_NAMESPACE or default)")
+    group.add_argument("--namespace", dest="watch_namespaces", action="append", metavar="NS",
+                       help="watch and act only in this namespace (repeatable; default: cluster-wide)")
+    group.add_argument("--exclude-namespace", dest="exclude_namespaces", action="append", metavar="NS",
+                       help="never act in this namespace (repeatable; kube-system and $POD_NAMESPACE always)")
 
 
 def _cluster_flags(parser: argparse.ArgumentParser) -> None:

@@ -51,6 +51,16 @@ class OperatorOptions:
     leader_election: bool = True
     lease_namespace: str = "default"
     lease_name: str = "mcp-sidecar-injector-operator"
+    #: watch and act only in these namespaces (Roles instead of ClusterRoles); empty: cluster-wide
+    namespaces: tuple[str, ...] = ()
+    #: never act here, whatever is labelled: rewriting kube-system's or the injector's own pod
+    #: templates is exactly the takeover the operator's rights must not allow
+    excluded_namespaces: tuple[str, ...] = ("kube-system",)
+
+    def acts_in(self, namespace: str | None) -> bool:
+        if not namespace or namespace in self.excluded_namespaces:
+            return False
+        return not self.namespaces or namespace in self.namespaces
 
 
 class Operator:
@@ -74,6 +84,8 @@ class Operator:
     def reconcile_workload(self, workload: Mapping[str, Any]) -> None:
         kind = workload["kind"]
         meta = workload["metadata"]
+        if not self.options.acts_in(meta.get("namespace")):
+            return
         plan = plan_propagation(workload)
         if plan.patch is not None:
             # Watch events can be older than our own last patch: decide again on the live object so
@@ -165,7 +177,7 @@ class Operator:
 
     def maybe_evict(self, pod: Mapping[str, Any], condition: str) -> None:
         meta = pod["metadata"]
-        if _controller_ref(meta) is None:
+        if _controller_ref(meta) is None or not self.options.acts_in(meta.get("namespace")):
             return  # a bare pod would be gone for good: never evicted
         created = meta.get("creationTimestamp")
         if created:
@@ -258,7 +270,12 @@ class Operator:
 
     def sweep(self) -> dict[str, int]:
         """Re-check every labelled pod (catches config changes that make sidecars stale)."""
-        pods = self.api.sanitize_for_serialization(self.core.list_pod_for_all_namespaces(label_selector=LABEL_BACKEND))
+        if self.options.namespaces:  # namespaced mode: no cluster-wide list right
+            items = [p for ns in self.options.namespaces if self.options.acts_in(ns)
+                     for p in self.api.sanitize_for_serialization(self.core.list_namespaced_pod(ns, label_selector=LABEL_BACKEND)).get("items", [])]
+        else:
+            items = self.api.sanitize_for_serialization(self.core.list_pod_for_all_namespaces(label_selector=LABEL_BACKEND)).get("items", [])
+        pods = {"items": [p for p in items if self.options.acts_in((p.get("metadata") or {}).get("namespace"))]}
         counts: dict[str, int] = {}
         for pod in pods.get("items", []):
             row = self.handle_pod(pod)
@@ -311,8 +328,8 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
     for kind, plural in _PLURALS.items():
 
         def on_workload(body: Any, type: str | None, _kind: str = kind, **_: Any) -> None:  # noqa: A002 (kopf's name)
-            if type == "DELETED":
-                return  # the companion Service is garbage-collected through its ownerReference
+            if type == "DELETED" or not operator.options.acts_in((body.get("metadata") or {}).get("namespace")):
+                return  # DELETED: the companion Service is garbage-collected through its ownerReference
             workload = operator.api.sanitize_for_serialization(dict(body))
             workload.setdefault("kind", _kind)
             workload.setdefault("apiVersion", "apps/v1")
@@ -321,7 +338,7 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
         kopf.on.event("apps", "v1", plural, registry=registry)(on_workload)
 
     def on_pod(body: Any, type: str | None, **_: Any) -> None:  # noqa: A002
-        if type != "DELETED":
+        if type != "DELETED" and operator.options.acts_in((body.get("metadata") or {}).get("namespace")):
             operator.handle_pod(operator.api.sanitize_for_serialization(dict(body)))
 
     kopf.on.event("", "v1", "pods", labels={LABEL_BACKEND: kopf.PRESENT}, registry=registry)(on_pod)
@@ -385,7 +402,8 @@ class OperatorRunner:
 
         def run_kopf() -> None:
             try:
-                asyncio.run(kopf.operator(registry=registry, settings=settings, clusterwide=True, standalone=True,
+                namespaces = self.operator.options.namespaces
+                asyncio.run(kopf.operator(registry=registry, settings=settings, clusterwide=not namespaces, namespaces=namespaces, standalone=True,
                                           identity=self.identity, stop_flag=kopf_stop, ready_flag=self.ready))
             except BaseException:
                 log.exception("the operator (kopf) crashed")

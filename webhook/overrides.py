@@ -78,6 +78,19 @@ def _port(value: str) -> int:
     return int(value)
 
 
+#: The only ports the ``port`` override may move the sidecar to. The chart's NetworkPolicy keeps
+#: every port of a datastore pod open except this range, which only its `from` peers reach (through
+#: the named port ``mcp``): an override outside it would land on an open port and bypass the policy.
+SIDECAR_PORT_RANGE = (9000, 9199)
+
+
+def _sidecar_port(value: str) -> int:
+    port = _port(value)
+    if not SIDECAR_PORT_RANGE[0] <= port <= SIDECAR_PORT_RANGE[1]:
+        raise ValueError
+    return port
+
+
 def _bool(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered not in ("true", "false"):
@@ -128,7 +141,7 @@ def _secret(value: str) -> SecretRef:
 # annotation -> (field, parser, accepted form shown to the user)
 _SIMPLE: dict[str, tuple[str, Callable[[str], object], str]] = {
     ANNOTATION_IMAGE: ("image", _image, "an image reference such as registry.example.com/mcp/redis:1.2"),
-    ANNOTATION_PORT: ("port", _port, "a port number 1-65535"),
+    ANNOTATION_PORT: ("port", _sidecar_port, "a port number 1-65535 within the sidecar port range %d-%d" % SIDECAR_PORT_RANGE),
     ANNOTATION_BACKEND_PORT: ("backend_port", _port, "a port number 1-65535"),
     ANNOTATION_READ_ONLY: ("read_only", _bool, '"true" or "false"'),
     ANNOTATION_NATIVE: ("native", _bool, '"true" or "false"'),
