@@ -16,6 +16,7 @@ BIN = REPO / ".cache" / "bin"
 HELMS = ("helm3", "helm4")
 RELEASE, NAMESPACE = "inj", "mcp-system"
 FULLNAME = f"{RELEASE}-mcp-sidecar-injector"
+OPERATOR = f"{FULLNAME}-operator"
 
 # Kinds kubernetes-validate has no schema for (CRDs): checked by assertions in the tests instead.
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("cert-manager.io/v1", "Certificate"),
@@ -26,6 +27,8 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "defaults": (),
     "no-operator": ("--set", "operator.enabled=false"),
     "operator-options": ("--set", "operator.companionService=false", "--set", "operator.healing=true"),
+    "operator-namespaced": ("--set", "operator.namespaces={data,search}", "--set", "operator.replicaCount=2",
+                            "--set", "webhook.excludedNamespaces={infra}"),
     "cert-manager": ("--set", "tls.certManager.enabled=true"),
     "cert-manager-issuer": ("--set", "tls.certManager.enabled=true", "--set", "tls.certManager.issuerRef.name=corp-ca",
                             "--set", "tls.certManager.issuerRef.kind=ClusterIssuer"),

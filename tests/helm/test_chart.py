@@ -17,8 +17,8 @@ from cryptography import x509
 
 from webhook.config import default_config, parse_config
 
-from .helpers import (CHART, CRD_KINDS, FULLNAME, HELMS, NAMESPACE, RELEASE, SCENARIOS, by_kind, dumps, helm,
-                      is_hook, one, render)
+from .helpers import (CHART, CRD_KINDS, FULLNAME, HELMS, NAMESPACE, OPERATOR, RELEASE, SCENARIOS, by_kind, dumps,
+                      helm, is_hook, one, render)
 
 K8S_VERSIONS = ("1.29", "1.37")
 BACKEND = "mcp-sidecar.dox/backend"
@@ -90,7 +90,7 @@ def test_webhook_configuration_defaults(which):
     assert hook["clientConfig"]["service"] == {"name": FULLNAME, "namespace": NAMESPACE, "path": "/mutate", "port": 443}
     service = one(docs, "Service", FULLNAME)
     assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
-    assert service["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == one(docs, "Deployment", FULLNAME)["spec"]["selector"]["matchLabels"]
 
 
 @pytest.mark.parametrize("which", HELMS)
@@ -142,7 +142,7 @@ def test_cert_manager_mode(which):
     assert ca["spec"]["isCA"] is True and ca["spec"]["issuerRef"]["name"] == f"{FULLNAME}-selfsigned"
     assert one(docs, "Issuer", f"{FULLNAME}-ca")["spec"] == {"ca": {"secretName": f"{FULLNAME}-ca"}}
     # The Deployment mounts the same Secret name in both modes.
-    volumes = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    volumes = {v["name"]: v for v in one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == f"{FULLNAME}-tls"
 
     own = render(which, *SCENARIOS["cert-manager-issuer"])
@@ -152,15 +152,15 @@ def test_cert_manager_mode(which):
 
 # ------------------------------------------------------------------------------ Deployment
 
-def container(docs):
-    [c] = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+def container(docs, name=FULLNAME):
+    [c] = one(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
     return c
 
 
 @pytest.mark.parametrize("which", HELMS)
 def test_deployment_contract(which):
     docs = render(which)
-    deploy = one(docs, "Deployment")
+    deploy = one(docs, "Deployment", FULLNAME)
     spec = deploy["spec"]
     pod = spec["template"]["spec"]
     assert spec["replicas"] == 2
@@ -168,8 +168,7 @@ def test_deployment_contract(which):
     assert c["args"] == [
         "--log-level=info", "serve", "--host=0.0.0.0", "--port=8443",
         "--tls-cert-file=/etc/mcp-sidecar/tls/tls.crt", "--tls-key-file=/etc/mcp-sidecar/tls/tls.key",
-        "--config=/etc/mcp-sidecar/config/config.yaml", "--watch-seconds=5",
-        "--companion-service", "--no-heal",
+        "--config=/etc/mcp-sidecar/config/config.yaml", "--watch-seconds=5", "--no-operator",
     ]
     assert c["ports"] == [{"name": "https", "containerPort": 8443, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
@@ -187,7 +186,7 @@ def test_deployment_contract(which):
     term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
     assert term["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
-    assert pod["automountServiceAccountToken"] is True and pod["serviceAccountName"] == FULLNAME
+    assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == FULLNAME
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": spec["selector"]["matchLabels"]}}
 
@@ -210,38 +209,48 @@ def test_deployment_passes_pod_security_restricted_shape(which):
 def test_switches_change_the_deployment(which):
     hard = render(which, *SCENARIOS["no-pdb-hard-affinity"])
     assert not by_kind(hard, "PodDisruptionBudget")
-    pod = one(hard, "Deployment")["spec"]["template"]["spec"]
+    pod = one(hard, "Deployment", FULLNAME)["spec"]["template"]["spec"]
     assert "requiredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
-    assert one(hard, "Deployment")["spec"]["replicas"] == 3
+    assert one(hard, "Deployment", FULLNAME)["spec"]["replicas"] == 3
 
     digest = render(which, *SCENARIOS["native-digest"])
     assert container(digest)["image"] == "mcp/sidecar-injector@sha256:" + "a" * 64
     assert container(render(which))["image"] == "mcp/sidecar-injector:0.1.0"
 
     monitor = render(which, *SCENARIOS["service-monitor"])
-    assert "annotations" not in one(monitor, "Deployment")["spec"]["template"]["metadata"] or not \
-        one(monitor, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "annotations" not in one(monitor, "Deployment", FULLNAME)["spec"]["template"]["metadata"] or not \
+        one(monitor, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["annotations"]
     sm = one(monitor, "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
-    assert sm["spec"]["selector"]["matchLabels"] == one(monitor, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert sm["spec"]["selector"]["matchLabels"] == one(monitor, "Deployment", FULLNAME)["spec"]["selector"]["matchLabels"]
     assert sm["spec"]["endpoints"][0]["port"] == "https" and sm["spec"]["endpoints"][0]["scheme"] == "https"
     assert not by_kind(render(which), "ServiceMonitor")
 
 
 # ------------------------------------------------------------------------------ RBAC / operator
 
-EXPECTED_CLUSTER_RULES = [
+POD_WATCH = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
+EVENTS = {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
+WORKLOADS = {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments", "daemonsets"],
+             "verbs": ["get", "list", "watch", "patch"]}
+SERVICES = {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch", "delete"]}
+NAMESPACES = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}
+SECRETS = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+           {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mcp-sidecar-token"], "verbs": ["get", "update"]}]
+EXPECTED_CLUSTER_RULES = [POD_WATCH, EVENTS, WORKLOADS, SERVICES, NAMESPACES, *SECRETS]
+HEALING_RULES = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments", "daemonsets"],
-     "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
-     "verbs": ["get", "list", "watch"]},
+    EVENTS, WORKLOADS, NAMESPACES, *SECRETS,  # operator-options: no companion Service, no services rights
 ]
+LEASE_RULES = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
+RBAC_KINDS = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+
+
+def bound_subjects(docs) -> set[str]:
+    return {s["name"] for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding") and not is_hook(d)
+            for s in d["subjects"]}
 
 
 @pytest.mark.parametrize("which", HELMS)
@@ -250,40 +259,119 @@ def test_operator_rbac_is_exactly_least_privilege(which):
     role = one(docs, "ClusterRole")
     assert role["rules"] == EXPECTED_CLUSTER_RULES
     assert not any("*" in r["verbs"] or "*" in r["resources"] for r in role["rules"])
+    # No Secret is listed, watched or readable but the token Secret (the operator must not read credentials).
+    assert [r for r in role["rules"] if "secrets" in r["resources"] and set(r["verbs"]) - {"create"}] == [SECRETS[1]]
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OPERATOR, "namespace": NAMESPACE}]
     lease = one(docs, "Role")
     assert lease["metadata"]["namespace"] == NAMESPACE
-    assert lease["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                               "verbs": ["get", "list", "watch", "create", "update", "patch"]}]
+    assert lease["rules"] == LEASE_RULES
     assert one(docs, "RoleBinding")["roleRef"]["name"] == lease["metadata"]["name"]
+    assert one(docs, "RoleBinding")["subjects"] == binding["subjects"]
+    assert one(render(which, *SCENARIOS["operator-options"]), "ClusterRole")["rules"] == HEALING_RULES
 
 
 @pytest.mark.parametrize("which", HELMS)
-def test_operator_disabled_drops_its_rbac_and_passes_no_operator(which):
+def test_admission_pod_has_no_token_and_no_rbac(which):
+    """The pod serving the unauthenticated admission endpoint mounts no token and its ServiceAccount
+    is bound to nothing; only the operator's ServiceAccount is (issue 11, part 2)."""
+    for scenario in ("defaults", "operator-options", "operator-namespaced", "no-operator"):
+        docs = render(which, *SCENARIOS[scenario])
+        pod = one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["serviceAccountName"] == FULLNAME
+        assert one(docs, "ServiceAccount", FULLNAME)["automountServiceAccountToken"] is False
+        assert FULLNAME not in bound_subjects(docs)
+        assert "--no-operator" in container(docs)["args"]
+        assert not [v for v in pod["volumes"] if "projected" in v]
+
+
+@pytest.mark.parametrize("which", HELMS)
+def test_operator_deployment(which):
+    docs = render(which)
+    deploy = one(docs, "Deployment", OPERATOR)
+    pod = deploy["spec"]["template"]["spec"]
+    assert deploy["spec"]["replicas"] == 1
+    assert pod["serviceAccountName"] == OPERATOR and pod["automountServiceAccountToken"] is True
+    assert one(docs, "ServiceAccount", OPERATOR)
+    c = container(docs, OPERATOR)
+    assert c["args"] == ["--log-level=info", "operator", "--config=/etc/mcp-sidecar/config/config.yaml",
+                         "--metrics-port=9090", "--watch-seconds=5", "--companion-service", "--no-heal",
+                         f"--exclude-namespace={NAMESPACE}"]
+    assert {e["name"] for e in c["env"]} == {"POD_NAME", "POD_NAMESPACE"}
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert deploy["spec"]["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics", "prometheus.io/scheme": "http"}
+    assert c["securityContext"] == container(docs)["securityContext"]
+    assert pod["securityContext"] == one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["securityContext"]
+    assert c["resources"] == {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
+    # The admission Service, PDB and anti-affinity select the admission pods only.
+    operator_labels = deploy["spec"]["template"]["metadata"]["labels"]
+    for selector in (one(docs, "Service", FULLNAME)["spec"]["selector"], one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]):
+        assert not selector.items() <= operator_labels.items()
+    assert {m["mountPath"] for m in c["volumeMounts"]} == {"/etc/mcp-sidecar/config", "/tmp"}
+
+
+@pytest.mark.parametrize("which", HELMS)
+def test_operator_confined_to_namespaces_gets_roles(which):
+    docs = [d for d in render(which, *SCENARIOS["operator-namespaced"]) if not is_hook(d)]
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind(docs, "Role")}
+    assert set(roles) == {("data", OPERATOR), ("search", OPERATOR), (NAMESPACE, f"{FULLNAME}-leader-election")}
+    assert roles[("data", OPERATOR)]["rules"] == EXPECTED_CLUSTER_RULES
+    bindings = {(b["metadata"]["namespace"], b["roleRef"]["kind"], b["roleRef"]["name"]) for b in by_kind(docs, "RoleBinding")}
+    assert bindings == {("data", "Role", OPERATOR), ("search", "Role", OPERATOR), (NAMESPACE, "Role", f"{FULLNAME}-leader-election")}
+    assert bound_subjects(docs) == {OPERATOR}
+    assert one(docs, "Deployment", OPERATOR)["spec"]["replicas"] == 2
+    args = container(docs, OPERATOR)["args"]
+    assert args[-4:] == [f"--exclude-namespace={NAMESPACE}", "--exclude-namespace=infra", "--namespace=data", "--namespace=search"]
+
+
+@pytest.mark.parametrize("which", HELMS)
+@pytest.mark.parametrize("namespace", ["kube-system", NAMESPACE])
+def test_operator_never_confined_to_kube_system_or_its_own_namespace(which, namespace):
+    done = helm(which, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--set",
+                f"operator.namespaces={{data,{namespace}}}", check=False)
+    assert done.returncode != 0 and f"must not list {namespace}" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("which", HELMS)
+def test_operator_disabled_drops_its_deployment_and_rbac(which):
     docs = [d for d in render(which, *SCENARIOS["no-operator"]) if not is_hook(d)]
-    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
-    assert "--no-operator" in container(docs)["args"]
-    assert one(docs, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
-    assert "--no-operator" not in container(render(which))["args"]
+    assert not [d for d in docs if d["kind"] in RBAC_KINDS]
+    assert [d["metadata"]["name"] for d in by_kind(docs, "Deployment")] == [FULLNAME]
+    assert [d["metadata"]["name"] for d in by_kind(docs, "ServiceAccount")] == [FULLNAME]
 
     external = render(which, *SCENARIOS["no-rbac-no-sa"])
-    assert not [d for d in external if d["kind"] == "ServiceAccount" and not is_hook(d)]
-    assert one(external, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "injector"
+    assert [d["metadata"]["name"] for d in external if d["kind"] == "ServiceAccount" and not is_hook(d)] == [OPERATOR]
+    assert one(external, "Deployment", FULLNAME)["spec"]["template"]["spec"]["serviceAccountName"] == "injector"
+    assert not [d for d in external if d["kind"] in RBAC_KINDS and not is_hook(d)]
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_container_args_parse_with_the_real_cli(scenario):
-    """Every flag the chart passes is one `mcp-sidecar serve` accepts, with the intended value."""
-    from webhook.cli import build_parser
+    """Every flag the chart passes is one `mcp-sidecar serve` / `mcp-sidecar operator` accepts, with the intended value."""
+    from webhook.cli import _operator_options, build_parser
 
-    values = {"defaults": (True, False), "operator-options": (False, True)}
-    args = build_parser().parse_args(container(render("helm3", *SCENARIOS[scenario]))["args"])
+    docs = render("helm3", *SCENARIOS[scenario])
+    args = build_parser().parse_args(container(docs)["args"])
     assert args.command == "serve" and args.port == 8443 and args.config == "/etc/mcp-sidecar/config/config.yaml"
-    assert args.no_operator is (scenario == "no-operator")
-    if scenario in values:
-        assert (args.companion_service, args.heal) == values[scenario]
+    assert args.no_operator is True
+    if scenario == "no-operator":
+        assert not [d for d in docs if d["metadata"]["name"] == OPERATOR]
+        return
+    args = build_parser().parse_args(container(docs, OPERATOR)["args"])
+    assert args.command == "operator" and args.metrics_port == 9090 and args.config == "/etc/mcp-sidecar/config/config.yaml"
+    options = _operator_options(args)
+    expected = {"defaults": (True, False, ()), "operator-options": (False, True, ()),
+                "operator-namespaced": (True, False, ("data", "search"))}
+    if scenario in expected:
+        assert (options.companion_service, options.heal, options.namespaces) == expected[scenario]
+    assert {"kube-system", NAMESPACE} <= set(options.excluded_namespaces)
+    assert options.leader_election
 
 
 # ------------------------------------------------------------------------------ sidecar configuration
@@ -322,19 +410,55 @@ def test_configmap_follows_values(which):
 # ------------------------------------------------------------------------------ NetworkPolicy
 
 @pytest.mark.parametrize("which", HELMS)
-def test_network_policy_guards_only_the_sidecar_port(which):
+def test_network_policy_guards_the_named_sidecar_port(which):
     policies = by_kind(render(which, *SCENARIOS["network-policy"]), "NetworkPolicy")
     assert [p["metadata"]["namespace"] for p in policies] == ["data", "search"]
     spec = policies[0]["spec"]
     assert spec["podSelector"] == {"matchExpressions": [{"key": BACKEND, "operator": "Exists"}]}
     allowed, others = spec["ingress"]
+    # The named port follows a mcp-sidecar.dox/port override (a number would not).
     assert allowed == {"from": [{"namespaceSelector": {"matchLabels": {"team": "ai"}}}],
-                       "ports": [{"protocol": "TCP", "port": 9000}]}
-    assert "from" not in others  # everyone, on every port but 9000
+                       "ports": [{"protocol": "TCP", "port": "mcp"}]}
+    assert "from" not in others  # everyone, on every port outside the sidecar port range
     assert others["ports"] == [{"protocol": "TCP", "port": 1, "endPort": 8999},
-                               {"protocol": "TCP", "port": 9001, "endPort": 65535},
+                               {"protocol": "TCP", "port": 9200, "endPort": 65535},
                                {"protocol": "UDP", "port": 1, "endPort": 65535}]
     assert not by_kind(render(which), "NetworkPolicy")
+
+
+def open_tcp_ports(policy) -> list[tuple[int, int]]:
+    return [(p["port"], p.get("endPort", p["port"])) for rule in policy["spec"]["ingress"] if "from" not in rule
+            for p in rule["ports"] if p["protocol"] == "TCP"]
+
+
+@pytest.mark.parametrize("port", ["9000", "9001", "9100", "9199", "9200", "8999", "65535", "1"])
+def test_no_accepted_port_override_lands_on_an_open_port(port):
+    """The engine injects a sidecar only on a port the policy's open ranges exclude; any other
+    override leaves the pod uninjected with a warning (it never bypasses the policy)."""
+    from webhook.engine import evaluate
+
+    [policy, _] = by_kind(render("helm3", *SCENARIOS["network-policy"]), "NetworkPolicy")
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "p", "namespace": "data", "labels": {BACKEND: "redis"}, "annotations": {"mcp-sidecar.dox/port": port}},
+           "spec": {"containers": [{"name": "redis", "image": "redis:7"}]}}
+    result = evaluate(pod, {}, default_config(), native_supported=False)
+    if not result.injected:
+        assert "sidecar port range 9000-9199" in result.message and result.warnings
+        assert not 9000 <= int(port) <= 9199
+        return
+    [mcp] = [p for p in result.rendered.container["ports"] if p["name"] == "mcp"]
+    assert mcp["containerPort"] == int(port)
+    assert not [r for r in open_tcp_ports(policy) if r[0] <= int(port) <= r[1]]
+
+
+@pytest.mark.parametrize("which", HELMS)
+def test_network_policy_refuses_a_sidecar_port_outside_the_range(which):
+    done = helm(which, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *SCENARIOS["network-policy"],
+                "--set", "sidecarConfig.sidecar.port=8080", check=False)
+    assert done.returncode != 0 and "sidecar port range 9000-9199" in done.stderr, done.stderr
+    from webhook.overrides import SIDECAR_PORT_RANGE
+
+    assert SIDECAR_PORT_RANGE == (9000, 9199)  # templates/networkpolicy.yaml repeats these numbers
 
 
 # ------------------------------------------------------------------------------ helm test hook
@@ -372,6 +496,10 @@ def test_helm_test_hook(which):
     ("--set", "typo=1"),
     ("--set", "podAntiAffinity=sometimes"),
     ("--set", "tls.certManager.issuerRef.kind=Cluster"),
+    ("--set", "operator.namespaces={Bad_Name}"),
+    ("--set", "operator.metricsPort=80"),
+    ("--set", "operator.replicaCount=0"),
+    ("--set", "operator.serviceAccount.typo=1"),
 ])
 def test_schema_rejects_bad_values(which, bad):
     done = helm(which, "template", RELEASE, str(CHART), *bad, check=False)

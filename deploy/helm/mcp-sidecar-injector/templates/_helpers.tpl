@@ -87,12 +87,43 @@ tlsKey: {{ $cert.Key | b64enc }}
 {{- end }}
 {{- end }}
 
-{{/* Operator flags of `mcp-sidecar serve`. */}}
+{{/* The operator's ServiceAccount (the only identity of the chart bound to RBAC). */}}
+{{- define "mcp-injector.operatorServiceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create }}
+{{- default (printf "%s-operator" (include "mcp-injector.fullname" .) | trunc 63 | trimSuffix "-") .Values.operator.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.operator.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "mcp-injector.operatorSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "mcp-injector.name" . }}-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Namespaces the operator may act in when confined (operator.namespaces); kube-system and the
+release namespace are refused: the operator never rewrites pod templates there.
+*/}}
+{{- define "mcp-injector.operatorNamespaces" -}}
+{{- range .Values.operator.namespaces }}
+{{- if or (eq . "kube-system") (eq . $.Release.Namespace) }}
+{{- fail (printf "operator.namespaces must not list %s: the operator never acts in kube-system or the release namespace" .) }}
+{{- end }}
+{{- end }}
+{{- toJson (uniq .Values.operator.namespaces) }}
+{{- end }}
+
+{{/* Flags of `mcp-sidecar operator`. */}}
 {{- define "mcp-injector.operatorArgs" -}}
-{{- if .Values.operator.enabled }}
 - {{ ternary "--companion-service" "--no-companion-service" .Values.operator.companionService }}
 - {{ ternary "--heal" "--no-heal" .Values.operator.healing }}
-{{- else }}
-- --no-operator
+- --exclude-namespace={{ .Release.Namespace }}
+{{- range .Values.webhook.excludedNamespaces }}
+- --exclude-namespace={{ . }}
+{{- end }}
+{{- range (include "mcp-injector.operatorNamespaces" . | fromJsonArray) }}
+- --namespace={{ . }}
 {{- end }}
 {{- end }}
+
