@@ -19,7 +19,7 @@ from .backend import Backend, Health
 from .config import ConfigError, ServerSettings
 from .fastpath import FastToolCalls
 from .metrics import Metrics
-from .security import AccessControl
+from .security import AccessControl, TokenSource
 from .tools import ToolRegistry
 
 
@@ -35,12 +35,18 @@ class Sidecar:
         self.registry = ToolRegistry(
             self.server, backend=backend, health=self.health, metrics=self.metrics, read_only=settings.read_only
         )
+        self.auth = TokenSource(mode=settings.auth_mode, token=settings.auth_token, token_file=settings.auth_token_file,
+                                on_change=_audit_auth_change)
         self._add_routes()
 
     def _add_routes(self) -> None:
         @self.server.custom_route("/health", methods=["GET"])
         async def health(request: Request) -> Response:
             body, status = await self.health.check()
+            # The auth state, never the token: "not_configured" explains refused MCP calls.
+            body["auth"] = self.auth.state()
+            if body["auth"] == "not_configured":
+                body["auth_error"] = self.auth.problem
             return JSONResponse(body, status_code=status)
 
         @self.server.custom_route("/livez", methods=["GET"])
@@ -68,7 +74,7 @@ class Sidecar:
         app = NoStandaloneStream(app)
         if self.settings.fast_path:
             app = FastToolCalls(app, self.server)
-        return AccessControl(app, auth_token=self.settings.auth_token, allowed_origins=self.settings.allowed_origins)
+        return AccessControl(app, auth=self.auth, allowed_origins=self.settings.allowed_origins)
 
     async def serve(self) -> None:
         import uvicorn
@@ -79,7 +85,8 @@ class Sidecar:
         )
         server = uvicorn.Server(config)
         audit.event("startup", backend=self.backend.name, port=self.settings.port, read_only=self.settings.read_only,
-                    tools=len(self.registry.names), auth=self.settings.auth_token is not None)
+                    tools=len(self.registry.names), auth=self.auth.state(),
+                    auth_source=("file" if self.settings.auth_token_file else "env") if self.auth.enabled else None)
         asyncio.get_running_loop().call_later(1.0, _release_memory)
         try:
             await server.serve()
@@ -103,6 +110,11 @@ class NoStandaloneStream:
             await send({"type": "http.response.body", "body": b""})
             return
         await self.app(scope, receive, send)
+
+
+def _audit_auth_change(state: str, problem: str | None) -> None:
+    """One audit line when a token appears or disappears (not one per refused call)."""
+    audit.event("auth_state", auth=state, **({"problem": problem[:300]} if problem else {}))
 
 
 def _release_memory() -> None:

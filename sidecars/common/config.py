@@ -99,7 +99,11 @@ class ServerSettings:
     host: str = "0.0.0.0"
     port: int = 9000
     read_only: bool = True
+    #: ``token`` (default: bearer token required, fail closed without one) or ``none`` (explicit opt-out).
+    auth_mode: str = "token"
     auth_token: str | None = None
+    #: A file holding the token (the mounted Secret), re-read when it changes; wins over ``auth_token``.
+    auth_token_file: str | None = None
     allowed_origins: tuple[str, ...] = ()
     backend_timeout: float = 5.0
     log_level: str = "INFO"
@@ -112,11 +116,18 @@ class ServerSettings:
         log_level = (env.str("MCP_LOG_LEVEL", "INFO") or "INFO").upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(f"MCP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+        auth_mode = (env.str("MCP_AUTH", "token") or "token").lower()
+        if auth_mode not in ("token", "none"):
+            # Refuse to start rather than guess: a typo must never mean "no auth".
+            raise ConfigError(f"MCP_AUTH must be token or none, got {auth_mode[:40]!r}")
         return cls(
             host=env.str("MCP_HOST", "0.0.0.0") or "0.0.0.0",
             port=env.port("MCP_PORT", 9000) or 9000,
             read_only=env.bool("MCP_READ_ONLY", True),
+            auth_mode=auth_mode,
+            # A blank value counts as unset: with auth on that is the fail-closed state, never "auth off".
             auth_token=env.str("MCP_AUTH_TOKEN"),
+            auth_token_file=env.str("MCP_AUTH_TOKEN_FILE"),
             allowed_origins=origins,
             backend_timeout=env.float("MCP_BACKEND_TIMEOUT", 5.0),
             log_level=log_level,

@@ -17,6 +17,10 @@ import httpx
 from tests.support.processes import free_port, stop_group, wait_listening
 
 REPO = Path(__file__).resolve().parents[2]
+#: Sidecars run with auth on, as in a pod: a SidecarProcess gets this token unless the test sets
+#: MCP_AUTH, MCP_AUTH_TOKEN or MCP_AUTH_TOKEN_FILE itself, and call()/list_tools() send it.
+DEFAULT_TOKEN = "test-token-5f0c2a9e41d7b386"
+_AUTH_ENV = ("MCP_AUTH", "MCP_AUTH_TOKEN", "MCP_AUTH_TOKEN_FILE")
 
 
 class SidecarProcess:
@@ -27,6 +31,10 @@ class SidecarProcess:
         self.port = port or free_port()
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ES_", "MCP_"))},
                     "MCP_HOST": "127.0.0.1", "MCP_PORT": str(self.port), **env}
+        if not any(name in env for name in _AUTH_ENV):
+            self.env["MCP_AUTH_TOKEN"] = DEFAULT_TOKEN
+        #: The bearer token this sidecar accepts from its env (None: auth off or file-based).
+        self.token = self.env.get("MCP_AUTH_TOKEN") if self.env.get("MCP_AUTH") != "none" else None
         self.command = command or [sys.executable, "-m", f"sidecars.{backend}"]
         self._log = tempfile.NamedTemporaryFile(prefix=f"sidecar-{backend}-", suffix=".log", delete=False)
         self.proc: subprocess.Popen | None = None
@@ -35,6 +43,11 @@ class SidecarProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The Authorization header a client of this sidecar sends."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @property
     def base(self) -> str:
@@ -101,6 +114,7 @@ async def _session(url: str, token: str | None, fn):
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
+    token = DEFAULT_TOKEN if token is None else token  # "" sends no token at all
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
         async with Client(streamable_http_client(url, http_client=http)) as client:

@@ -24,7 +24,7 @@ REQUESTS = [
 
 
 def answers(sidecar: SidecarProcess, version: str) -> list[tuple[int, object]]:
-    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": version}
+    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": version, **sidecar.headers}
     out = []
     for body in REQUESTS:
         resp = httpx.post(sidecar.url, json=body, headers=headers, timeout=10)

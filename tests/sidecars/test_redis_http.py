@@ -60,8 +60,8 @@ def test_foreign_origin_is_rejected_even_with_the_token(guarded):
 
 
 def test_default_sidecar_rejects_foreign_origin_and_accepts_no_origin(redis_sidecar):
-    assert post(redis_sidecar, Origin="http://attacker.test").status_code == 403
-    assert post(redis_sidecar).status_code == 200
+    assert post(redis_sidecar, Origin="http://attacker.test", **redis_sidecar.headers).status_code == 403
+    assert post(redis_sidecar, **redis_sidecar.headers).status_code == 200
 
 
 def test_health_reports_backend_round_trip(redis_sidecar):
@@ -174,9 +174,9 @@ def test_module_entry_point_serves(redis_server):
 
 def test_get_on_mcp_is_refused_instead_of_hanging(redis_sidecar):
     """In stateless mode the SDK would hold a GET /mcp open forever; a misdirected probe must not."""
-    resp = httpx.get(redis_sidecar.url, headers={"Accept": "text/event-stream"}, timeout=5)
+    resp = httpx.get(redis_sidecar.url, headers={"Accept": "text/event-stream", **redis_sidecar.headers}, timeout=5)
     assert resp.status_code == 405 and resp.headers["allow"] == "POST"
-    assert httpx.delete(redis_sidecar.url, timeout=5).status_code == 405
+    assert httpx.delete(redis_sidecar.url, headers=redis_sidecar.headers, timeout=5).status_code == 405
 
 
 def test_redis_db_selects_the_database(redis_server):

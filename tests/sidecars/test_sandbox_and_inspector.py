@@ -109,8 +109,9 @@ def test_inspector_cli_lists_and_calls_redis_tools(inspector, redis_server, tmp_
 
 def test_inspector_cli_lists_and_calls_elasticsearch_tools(inspector, es_node, tmp_path):
     with SidecarProcess("elasticsearch", es_env(es_node)) as sidecar:
-        listed = run_inspector(inspector, sidecar.url, "--method", "tools/list", tmp_path=tmp_path)
+        auth = ["--header", f"Authorization: Bearer {sidecar.token}"]
+        listed = run_inspector(inspector, sidecar.url, *auth, "--method", "tools/list", tmp_path=tmp_path)
         assert "search" in {t["name"] for t in listed["tools"]}
-        called = run_inspector(inspector, sidecar.url, "--method", "tools/call", "--tool-name", "count",
+        called = run_inspector(inspector, sidecar.url, *auth, "--method", "tools/call", "--tool-name", "count",
                                "--tool-arg", "index=books", tmp_path=tmp_path)
         assert called["structuredContent"] == {"index": "books", "count": 30}
