@@ -102,6 +102,72 @@ def _use_native(config: InjectorConfig, overrides: Overrides, spec: Mapping[str,
     return bool(native_supported) or spec.get("restartPolicy") in ("Never", "OnFailure")
 
 
+#: Longest piece of user input quoted in a message: warnings, logs and the CLI stay readable and
+#: bounded whatever the pod carries.
+MAX_QUOTED_CHARS = 64
+
+
+def clip(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
+    """``repr`` of a scalar, cut to ``limit`` characters; containers are named by type only (their
+    repr can be huge or nested deeper than Python's recursion limit)."""
+    text = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _list_of_maps(owner: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = owner.get(key)
+    if value is not None and (not isinstance(value, list) or not all(isinstance(v, dict) for v in value)):
+        return f"{where}.{key} is not a list of objects"
+    return None
+
+
+def _schema_problem(metadata: Mapping[str, Any], spec: Mapping[str, Any]) -> str | None:
+    """The first field the engine reads that has the wrong type, or None.
+
+    The API server only sends schema-valid pods; anything else comes from ``inject -f`` or a
+    caller that is not the API server. Such a pod is left unchanged with a warning (it is the API
+    server's job to reject it, with its own precise message), never a crash.
+    """
+    for key in ("labels", "annotations"):
+        entries = metadata.get(key) or {}
+        if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
+            return f"metadata.{key} is not a map of strings"
+    for key in ("name", "generateName"):
+        if not isinstance(metadata.get(key) or "", str):
+            return f"metadata.{key} is not a string"
+    for key in ("initContainers", "containers", "volumes"):
+        if problem := _list_of_maps(spec, key, "spec"):
+            return problem
+    for volume in spec.get("volumes") or []:
+        secret = volume.get("secret")
+        if secret is not None and (not isinstance(secret, dict) or not isinstance(secret.get("secretName", ""), str)):
+            return "spec.volumes[].secret is not an object with a string secretName"
+        if isinstance(secret, dict):
+            if problem := _list_of_maps(secret, "items", "spec.volumes[].secret"):
+                return problem
+            if not all(isinstance(i.get("key", ""), str) and isinstance(i.get("path", ""), str) for i in secret.get("items") or []):
+                return "spec.volumes[].secret.items[] key/path are not strings"
+    for key in ("initContainers", "containers"):
+        for index, container in enumerate(spec.get(key) or []):
+            where = f"spec.{key}[{index}]"
+            if not isinstance(container.get("name", ""), str) or not isinstance(container.get("image", ""), str):
+                return f"{where}.name/image are not strings"
+            for field_name in ("ports", "env", "volumeMounts"):
+                if problem := _list_of_maps(container, field_name, where):
+                    return problem
+            for entry in container.get("env") or []:
+                value_from = entry.get("valueFrom") or {}
+                if not isinstance(entry.get("name"), str) or not isinstance(value_from, dict):
+                    return f"{where}.env[] has no string name or a valueFrom that is not an object"
+                ref = value_from.get("secretKeyRef")
+                if ref is not None and not (isinstance(ref, dict) and all(isinstance(v, (str, bool)) for v in ref.values())):
+                    return f"{where}.env[].valueFrom.secretKeyRef is not an object of strings"
+            for mount in container.get("volumeMounts") or []:
+                if not all(isinstance(mount.get(k, ""), str) for k in ("name", "mountPath", "subPath")):
+                    return f"{where}.volumeMounts[] name/mountPath/subPath are not strings"
+    return None
+
+
 def decide_skip(pod: Any, namespace_labels: Mapping[str, str] | None, config: InjectorConfig) -> InjectionResult | None:
     """The "should inject?" step: a skip result, or None when the pod goes on to rendering."""
     if not isinstance(pod, dict) or not isinstance(pod.get("metadata") or {}, dict) or not isinstance(pod.get("spec"), dict):
@@ -112,6 +178,9 @@ def decide_skip(pod: Any, namespace_labels: Mapping[str, str] | None, config: In
     spec = pod["spec"]
     if not isinstance(labels, dict) or not isinstance(annotations, dict):
         return _skip(None, SkipReason.MALFORMED_POD, "metadata.labels/annotations are not maps")
+    if LABEL_BACKEND in labels and (problem := _schema_problem(metadata, spec)):
+        backend_label = labels.get(LABEL_BACKEND)
+        return _skip(backend_label if isinstance(backend_label, str) else None, SkipReason.MALFORMED_POD, problem)
     backend = labels.get(LABEL_BACKEND)
     if backend is None:
         return _skip(None, SkipReason.NOT_LABELLED, f"the pod has no {LABEL_BACKEND} label")
@@ -124,7 +193,7 @@ def decide_skip(pod: Any, namespace_labels: Mapping[str, str] | None, config: In
         if value == "false":
             return _skip(backend, SkipReason.OPTED_OUT, f'the pod is annotated {ANNOTATION_INJECT}: "false"')
         if value != "true":
-            return _skip(backend, SkipReason.INVALID_OVERRIDE, f'annotation {ANNOTATION_INJECT}={inject!r} is invalid: expected "true" or "false"')
+            return _skip(backend, SkipReason.INVALID_OVERRIDE, f'annotation {ANNOTATION_INJECT}={clip(inject)} is invalid: expected "true" or "false"')
     if ANNOTATION_STATUS in annotations:
         return _skip(backend, SkipReason.ALREADY_INJECTED, f"the pod already carries {ANNOTATION_STATUS}")
     if not isinstance(spec.get("containers"), list) or not spec["containers"]:
@@ -133,7 +202,7 @@ def decide_skip(pod: Any, namespace_labels: Mapping[str, str] | None, config: In
         return _skip(backend, SkipReason.SIDECAR_PRESENT, f"a container named {SIDECAR_CONTAINER_NAME} is already present")
     if backend not in config.backends:
         known = ", ".join(sorted(config.backends)) or "none configured"
-        return _skip(backend, SkipReason.UNKNOWN_BACKEND, f"unknown backend {backend!r} in label {LABEL_BACKEND} (known: {known})")
+        return _skip(backend, SkipReason.UNKNOWN_BACKEND, f"unknown backend {clip(backend)} in label {LABEL_BACKEND} (known: {known})")
     if spec.get("hostNetwork") is True:
         return _skip(backend, SkipReason.HOST_NETWORK, "the pod uses hostNetwork; the sidecar port would be opened on the node")
     return None
@@ -181,7 +250,7 @@ def evaluate(
     user = _port_user(spec, port)
     if user is not None:
         hint = "" if overrides.port else "; set the mcp-sidecar.dox/port annotation to a free port"
-        return _skip(backend_name, SkipReason.PORT_CONFLICT, f"port {port} is already used by container {user!r}{hint}")
+        return _skip(backend_name, SkipReason.PORT_CONFLICT, f"port {port} is already used by container {clip(user)}{hint}")
     rendered = render_sidecar(pod, backend, overrides, _use_native(config, overrides, spec, native_supported))
     return InjectionResult(
         backend=backend_name,

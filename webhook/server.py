@@ -13,16 +13,19 @@ import logging
 import signal
 import sys
 import time
+import traceback
 from typing import TYPE_CHECKING, AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from webhook.admission import MAX_REVIEW_BYTES, BadReview, encode, review
 from webhook.config_store import ConfigStore
+from webhook.httpguard import guarded_protocol
 from webhook.metrics import Metrics
 from webhook.tls import CertReloader
 
@@ -34,23 +37,59 @@ if TYPE_CHECKING:
 ADMISSION_OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
 log = logging.getLogger("webhook.server")
 
+# Connection bounds (webhook.httpguard), sized for the chart's 256 Mi limit. The API server sends a
+# review in one go and gives up after the webhook's timeoutSeconds (10 s by default, 30 at most), so
+# a request not received within 10 s is only holding memory. 256 connections cost ~10 MiB; the API
+# servers of a large cluster keep a few dozen open.
+REQUEST_TIMEOUT_SECONDS = 10.0
+MAX_CONNECTIONS = 256
+#: Request bodies being read at once, all connections together. Reviews are a few KiB; 256
+#: connections each trickling a 6 MiB body would otherwise hold 1.6 GB. Over it: 503.
+MAX_INFLIGHT_BODY_BYTES = 32 * 1024 * 1024
+#: Longest line of request-derived text written to the log.
+MAX_LOG_CHARS = 512
+
 
 class BodyTooLarge(Exception):
     pass
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+class Busy(Exception):
+    pass
+
+
+class BodyBudget:
+    """Bytes of request bodies held by all in-flight reads together."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+
+
+async def _read_limited(request: Request, limit: int, budget: BodyBudget | None = None) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            if budget is not None:
+                if budget.used + len(chunk) > budget.limit:
+                    raise Busy
+                budget.used += len(chunk)
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        if budget is not None:
+            budget.used -= sum(len(c) for c in chunks)
+
+
+def _clip(text: str, limit: int = MAX_LOG_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _error(status: int, message: str) -> Response:
@@ -69,6 +108,7 @@ def create_app(
     metrics = metrics or Metrics()
     metrics.set_config_digest(store.current.digest)
     state = {"ready": False}
+    budget = BodyBudget(MAX_INFLIGHT_BODY_BYTES)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,16 +131,24 @@ def create_app(
     async def mutate(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            raw = await _read_limited(request, max_body_bytes)
+            raw = await _read_limited(request, max_body_bytes, budget)
         except BodyTooLarge:
             metrics.errors.labels(type="too-large").inc()
             return _error(413, f"AdmissionReview larger than {max_body_bytes} bytes")
+        except Busy:
+            metrics.errors.labels(type="busy").inc()
+            return _error(503, "too many request bytes in flight; retry")
+        except ClientDisconnect:
+            # The client left mid-body (or the request deadline closed it): nobody to answer.
+            metrics.errors.labels(type="disconnected").inc()
+            return Response(status_code=400)
         try:
             outcome = review(raw, store.current, native_supported=native_supported)
         except BadReview as exc:
             metrics.errors.labels(type="bad-request").inc()
-            log.warning("rejected malformed AdmissionReview: %s", exc)
-            return _error(400, str(exc))
+            message = _clip(str(exc))
+            log.warning("rejected malformed AdmissionReview: %s", message)
+            return _error(400, message)
         except Exception:  # a bug must not become a 500 storm without a trace
             metrics.errors.labels(type="internal").inc()
             log.exception("internal error while reviewing a request")
@@ -109,6 +157,12 @@ def create_app(
         # /metrics (and this process) without bound.
         operation = outcome.operation if outcome.operation in ADMISSION_OPERATIONS else "other"
         metrics.reviews.labels(operation=operation, result=outcome.result).inc()
+        if outcome.error is not None:
+            metrics.errors.labels(type="internal").inc()
+            # Frames only: the exception's message may quote the request, so it is clipped.
+            log.error("internal error while reviewing pod %s/%s, admitted unchanged: %s: %s\n%s",
+                      _clip(outcome.namespace, 64), _clip(outcome.name, 64), type(outcome.error).__name__,
+                      _clip(str(outcome.error), 200), "".join(traceback.format_tb(outcome.error.__traceback__)))
         injection = outcome.injection
         if injection is not None:
             if injection.injected:
@@ -116,9 +170,8 @@ def create_app(
             elif injection.skip_reason is not None:
                 metrics.skips.labels(reason=injection.skip_reason.value).inc()
             if injection.warnings or not injection.injected and injection.skip_reason and injection.skip_reason.warns:
-                log.warning(
-                    "pod %s/%s: %s", outcome.namespace, outcome.name, "; ".join(injection.warnings) or injection.message
-                )
+                log.warning("pod %s/%s: %s", _clip(outcome.namespace, 64), _clip(outcome.name, 64),
+                            _clip("; ".join(injection.warnings) or injection.message))
         body = encode(outcome.body)
         metrics.latency.observe(time.perf_counter() - started)
         return Response(body, media_type="application/json")
@@ -176,6 +229,7 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=drain_seconds,
         lifespan="on",
+        http=guarded_protocol(request_timeout=REQUEST_TIMEOUT_SECONDS, max_connections=MAX_CONNECTIONS),
     )
     config.load()  # builds the SSLContext now, so the reloader can update the live one
     if config.ssl is not None and cert_file and key_file:

@@ -18,9 +18,18 @@ from . import audit
 from .backend import Backend, Health
 from .config import ConfigError, ServerSettings
 from .fastpath import FastToolCalls
+from .httpguard import guarded_protocol
 from .metrics import Metrics
 from .security import AccessControl, TokenSource
 from .tools import ToolRegistry
+
+
+#: Connection bounds (httpguard), sized for the 128 Mi limit: an idle connection costs ~20 KiB and an
+#: in-flight request up to its 1 MiB body, so 64 connections stay within ~70 MiB even when every one
+#: carries a full body, while any number of slow clients is cut after 10 s.
+REQUEST_TIMEOUT_SECONDS = 10.0
+MAX_CONNECTIONS = 64
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class Sidecar:
@@ -74,6 +83,7 @@ class Sidecar:
         app = NoStandaloneStream(app)
         if self.settings.fast_path:
             app = FastToolCalls(app, self.server)
+        app = CompleteBody(app, MAX_BODY_BYTES)
         return AccessControl(app, auth=self.auth, allowed_origins=self.settings.allowed_origins)
 
     async def serve(self) -> None:
@@ -82,6 +92,7 @@ class Sidecar:
         config = uvicorn.Config(
             self.asgi_app(), host=self.settings.host, port=self.settings.port, access_log=False,
             log_level="warning", lifespan="on", timeout_graceful_shutdown=3, server_header=False,
+            http=guarded_protocol(request_timeout=REQUEST_TIMEOUT_SECONDS, max_connections=MAX_CONNECTIONS),
         )
         server = uvicorn.Server(config)
         audit.event("startup", backend=self.backend.name, port=self.settings.port, read_only=self.settings.read_only,
@@ -92,6 +103,43 @@ class Sidecar:
             await server.serve()
         finally:
             await self.backend.close()
+
+
+class CompleteBody:
+    """Reads a POST body whole before the MCP app runs. A client that disconnects mid-body (or is cut
+    by the request deadline) is dropped here silently: the SDK would log a ``ClientDisconnect``
+    traceback for each one. A body over ``limit`` gets 413 without being buffered."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await send({"type": "http.response.start", "status": 413,
+                            "headers": [(b"content-length", b"0"), (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+        del chunks
+
+        async def replay() -> dict:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
 
 
 class NoStandaloneStream:
