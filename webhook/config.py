@@ -55,6 +55,13 @@ class InjectorConfig:
     backends: Mapping[str, BackendConfig]
     #: Short hash of the effective configuration, exported as a metric label after reloads.
     digest: str = field(default="")
+    #: Repositories the ``image`` override may name (``allowedImages``); None: each backend's own
+    #: configured image repository only (see ``allowed_images_for``).
+    allowed_images: tuple[str, ...] | None = None
+
+    def allowed_images_for(self, backend: BackendConfig) -> tuple[str, ...]:
+        """What an image override on a pod of ``backend`` may name."""
+        return self.allowed_images if self.allowed_images is not None else (backend.image,)
 
 
 def _default_document() -> dict[str, Any]:
@@ -159,6 +166,20 @@ def _backend(name: str, doc: Any) -> BackendConfig:
     )
 
 
+def _allowed_images(value: Any) -> tuple[str, ...] | None:
+    """``allowedImages``: image repositories (or repository prefixes) without tag or digest; ``*``
+    alone allows any image; absent or null: each backend's own image repository."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError("allowedImages must be a list of image repositories (e.g. registry.example.com/mcp/), or [\"*\"]")
+    for entry in value:
+        stripped = entry.rstrip("/")
+        if "@" in entry or " " in entry or ("/" in stripped and ":" in stripped.rsplit("/", 1)[-1]):
+            raise ConfigError(f"allowedImages entry {entry!r} must be a repository without tag or digest")
+    return tuple(value)
+
+
 def parse_config(text: str | None) -> InjectorConfig:
     """Parse a configuration document layered over the built-in defaults.
 
@@ -172,7 +193,7 @@ def parse_config(text: str | None) -> InjectorConfig:
         user_doc = {}
     if not isinstance(user_doc, Mapping):
         raise ConfigError("the configuration must be a YAML mapping")
-    unknown = set(user_doc) - {"nativeSidecar", "sidecar", "backends"}
+    unknown = set(user_doc) - {"nativeSidecar", "sidecar", "backends", "allowedImages"}
     if unknown:
         raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
 
@@ -197,9 +218,10 @@ def parse_config(text: str | None) -> InjectorConfig:
             backend_docs[name] = _deep_merge(backend_docs.get(name, {}), override)
 
     backends = {name: _backend(name, _deep_merge(doc["sidecar"], bdoc)) for name, bdoc in backend_docs.items()}
-    canonical = json.dumps({"native": native, "backends": sorted(backend_docs.items())}, sort_keys=True, default=str)
+    allowed_images = _allowed_images(user_doc.get("allowedImages"))
+    canonical = json.dumps({"native": native, "backends": sorted(backend_docs.items()), **({"allowedImages": allowed_images} if allowed_images is not None else {})}, sort_keys=True, default=str)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
-    return InjectorConfig(native_sidecar=native, backends=backends, digest=digest)
+    return InjectorConfig(native_sidecar=native, backends=backends, digest=digest, allowed_images=allowed_images)
 
 
 def default_config() -> InjectorConfig:

@@ -16,3 +16,16 @@ ANNOTATION_STATUS = f"{DOMAIN}/status"
 SIDECAR_CONTAINER_NAME = "mcp-sidecar"
 SIDECAR_PORT_NAME = "mcp"
 TMP_VOLUME_NAME = "mcp-sidecar-tmp"
+
+#: Bearer-token auth of the sidecar (on by default). The operator creates this Secret in every
+#: namespace with labelled workloads or pods and never overwrites it; the webhook mounts it.
+ANNOTATION_AUTH = f"{DOMAIN}/auth"
+AUTH_NONE = "none"
+AUTH_TOKEN = "token"
+AUTH_VOLUME_NAME = "mcp-sidecar-auth"
+AUTH_MOUNT_PATH = "/var/run/secrets/mcp-sidecar"
+TOKEN_SECRET_NAME = "mcp-sidecar-token"
+TOKEN_SECRET_KEY = "token"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "mcp-sidecar-injector"
+LABEL_TOKEN_SECRET = f"{DOMAIN}/token"

@@ -27,6 +27,7 @@ from webhook.constants import (
     TMP_VOLUME_NAME,
 )
 from webhook.overrides import InvalidOverride, Overrides, parse_overrides
+from webhook.overrides import ANNOTATION_IMAGE, image_allowed
 from webhook.patch import Operation, append_to_list, prepend_to_list, set_map_entry
 from webhook.render import Rendered, render_sidecar
 
@@ -246,6 +247,13 @@ def evaluate(
         overrides = parse_overrides(pod["metadata"].get("annotations") or {})
     except InvalidOverride as exc:
         return _skip(backend_name, SkipReason.INVALID_OVERRIDE, str(exc))
+    allowed_images = config.allowed_images_for(backend)
+    if overrides.image is not None and not image_allowed(overrides.image, allowed_images):
+        # The sidecar gets the datastore's credentials: the annotation may pick a tag of an allowed
+        # image, not run an arbitrary one.
+        return _skip(backend_name, SkipReason.INVALID_OVERRIDE,
+                     f"annotation {ANNOTATION_IMAGE}={clip(overrides.image)} is not allowed: the image must be from "
+                     f"{clip(', '.join(allowed_images), 200)} (configuration key allowedImages)")
     port = overrides.port or backend.port
     user = _port_user(spec, port)
     if user is not None:

@@ -131,6 +131,48 @@ def _image(value: str) -> str:
     return value
 
 
+def _qualified(name: str) -> str:
+    """A repository name as a registry resolves it (``redis`` -> ``docker.io/library/redis``); a lone
+    registry host (``registry.example.com``, ``localhost:5000``) is kept as it is."""
+    first, sep, rest = name.partition("/")
+    if not sep:
+        return name if ("." in name or ":" in name or name == "localhost") else f"docker.io/library/{name}"
+    if first in ("index.docker.io", "registry-1.docker.io"):
+        return f"docker.io/{rest}"
+    if "." not in first and ":" not in first and first != "localhost":
+        return f"docker.io/{name}"
+    return name
+
+
+def image_repository(image: str) -> str:
+    """The fully qualified repository of an image reference, without tag or digest:
+    ``mcp/redis:1`` -> ``docker.io/mcp/redis``."""
+    name = image.split("@", 1)[0]
+    if name.rfind(":") > name.rfind("/"):
+        name = name[: name.rfind(":")]
+    if "/" not in name:
+        return f"docker.io/library/{name}"
+    return _qualified(name)
+
+
+def image_allowed(image: str, allowed: tuple[str, ...]) -> bool:
+    """Whether an ``image`` override names a repository in, or under, one of ``allowed`` (``*``: any).
+
+    Entries are repositories or prefixes without tag, compared on whole path components:
+    ``example.com/mcp`` admits ``example.com/mcp/redis`` but not ``example.com/mcp-evil/redis``.
+    An entry that is a configured image (with a tag) stands for its repository.
+    """
+    repository = image_repository(image)
+    for entry in allowed:
+        if entry == "*":
+            return True
+        entry = entry.rstrip("/")
+        prefix = _qualified(entry) if "/" not in entry else image_repository(entry)
+        if repository == prefix or repository.startswith(prefix + "/"):
+            return True
+    return False
+
+
 def _secret(value: str) -> SecretRef:
     name, sep, key = value.partition(":")
     if len(name) > 253 or not _DNS_SUBDOMAIN.match(name) or (sep and not _SECRET_KEY.match(key)):

@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from webhook.config import InjectorConfig
-from webhook.constants import ANNOTATION_STATUS, LABEL_BACKEND, SIDECAR_CONTAINER_NAME, TMP_VOLUME_NAME
+from webhook.constants import ANNOTATION_STATUS, LABEL_BACKEND, SIDECAR_CONTAINER_NAME
 from webhook.engine import SkipReason, evaluate
+from webhook.render import INJECTED_VOLUMES
 
 INJECTED, MISSED, OPTED_OUT, SKIPPED = "injected", "missed", "opted-out", "skipped"
 
@@ -58,14 +59,14 @@ def _sidecar_ready(pod: Mapping[str, Any]) -> bool | None:
 
 
 def without_injection(pod: Mapping[str, Any]) -> dict[str, Any]:
-    """The pod as the webhook saw it before injecting: sidecar, /tmp volume and status removed."""
+    """The pod as the webhook saw it before injecting: sidecar, its volumes and status removed."""
     original = copy.deepcopy(dict(pod))
     spec = original.setdefault("spec", {})
     for key in ("initContainers", "containers"):
         if key in spec and spec[key] is not None:
             spec[key] = [c for c in spec[key] if c.get("name") != SIDECAR_CONTAINER_NAME]
     if spec.get("volumes"):
-        spec["volumes"] = [v for v in spec["volumes"] if v.get("name") != TMP_VOLUME_NAME]
+        spec["volumes"] = [v for v in spec["volumes"] if v.get("name") not in INJECTED_VOLUMES]
     annotations = (original.get("metadata") or {}).get("annotations") or {}
     annotations.pop(ANNOTATION_STATUS, None)
     return original

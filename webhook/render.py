@@ -16,17 +16,31 @@ from typing import Any
 
 from webhook import __version__
 from webhook.config import BackendConfig
-from webhook.constants import DOMAIN, SIDECAR_CONTAINER_NAME, SIDECAR_PORT_NAME, TMP_VOLUME_NAME
+from webhook.constants import (
+    ANNOTATION_AUTH,
+    AUTH_MOUNT_PATH,
+    AUTH_NONE,
+    AUTH_VOLUME_NAME,
+    DOMAIN,
+    SIDECAR_CONTAINER_NAME,
+    SIDECAR_PORT_NAME,
+    TMP_VOLUME_NAME,
+    TOKEN_SECRET_KEY,
+    TOKEN_SECRET_NAME,
+)
 from webhook.overrides import Overrides, quantity_value
 
-AUTH_TOKEN_ENV = "MCP_AUTH_TOKEN"
-AUTH_TOKEN_DEFAULT_KEY = "token"
+AUTH_TOKEN_FILE_ENV = "MCP_AUTH_TOKEN_FILE"
+AUTH_MODE_ENV = "MCP_AUTH"
+#: Every volume the injector may add (stripped again by ``pod_audit.without_injection``).
+INJECTED_VOLUMES = (TMP_VOLUME_NAME, AUTH_VOLUME_NAME)
 
 
 @dataclass
 class Rendered:
     container: dict[str, Any]
-    volume: dict[str, Any]
+    #: The /tmp emptyDir, then (auth on) the token Secret volume.
+    volumes: list[dict[str, Any]]
     status: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
 
@@ -156,9 +170,28 @@ def _resources(backend: BackendConfig, overrides: Overrides, warnings: list[str]
     return resources
 
 
-def spec_hash(container: dict[str, Any], volume: dict[str, Any]) -> str:
+def auth_volume(overrides: Overrides) -> dict[str, Any]:
+    """The token Secret as a volume, not an env var: the kubelet updates a mounted Secret in place, so
+    ``rotate-token`` reaches running sidecars (about a minute) without restarting any pod.
+
+    ``optional``: the pod starts even before the operator (or the user) created the Secret; the
+    sidecar fails closed until the file appears. The key is always mounted as ``token``.
+    """
+    ref = overrides.auth_secret
+    name = ref.name if ref is not None else TOKEN_SECRET_NAME
+    key = (ref.key if ref is not None else None) or TOKEN_SECRET_KEY
+    return {"name": AUTH_VOLUME_NAME,
+            "secret": {"secretName": name, "optional": True, "items": [{"key": key, "path": TOKEN_SECRET_KEY}]}}
+
+
+def auth_off_warning(source: str) -> str:
+    return (f"mcp-sidecar: authentication is off ({source}): the MCP endpoint of this pod accepts calls without a "
+            "credential from anything that can reach its port, and they run with the datastore's credentials")
+
+
+def spec_hash(container: dict[str, Any], volumes: list[dict[str, Any]]) -> str:
     """Stable hash of what was injected; the operator compares it to spot stale sidecars."""
-    canonical = json.dumps({"container": container, "volume": volume}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps({"container": container, "volumes": volumes}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -175,8 +208,14 @@ def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overr
         {"name": "MCP_PORT", "value": str(port)},
         {"name": "MCP_READ_ONLY", "value": "true" if (overrides.read_only if overrides.read_only is not None else backend.read_only) else "false"},
     ]
-    if overrides.password_secret is not None:
-        password_ref: dict[str, Any] | None = {
+    password_ref: dict[str, Any] | None
+    if overrides.api_key_secret is not None and backend.api_key_env:
+        # An API key replaces the user name and password: no process holds a credential it does not use.
+        api_key_ref = {"name": overrides.api_key_secret.name, "key": overrides.api_key_secret.key or backend.api_key_secret_key}
+        env.append({"name": backend.api_key_env, "valueFrom": {"secretKeyRef": api_key_ref}})
+        password_ref = None
+    elif overrides.password_secret is not None:
+        password_ref = {
             "name": overrides.password_secret.name,
             "key": overrides.password_secret.key or backend.password_secret_key,
         }
@@ -188,10 +227,19 @@ def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overr
         if backend.username_env and backend.username:
             env.append({"name": backend.username_env, "value": backend.username})
         env.append({"name": backend.password_env, "valueFrom": {"secretKeyRef": password_ref}})
-    if overrides.auth_secret is not None:
-        auth_ref = {"name": overrides.auth_secret.name, "key": overrides.auth_secret.key or AUTH_TOKEN_DEFAULT_KEY}
-        env.append({"name": AUTH_TOKEN_ENV, "valueFrom": {"secretKeyRef": auth_ref}})
-    taken = {e["name"] for e in env}
+    auth_off = overrides.auth == AUTH_NONE if overrides.auth is not None else backend.auth == AUTH_NONE
+    volume_mounts = [{"name": TMP_VOLUME_NAME, "mountPath": "/tmp"}]
+    volumes = [{"name": TMP_VOLUME_NAME, "emptyDir": {"sizeLimit": "16Mi"}}]
+    if auth_off:
+        env.append({"name": AUTH_MODE_ENV, "value": AUTH_NONE})
+        source = f'annotation {ANNOTATION_AUTH}: "none"' if overrides.auth is not None else "configuration sidecar.auth: none"
+        warnings.append(auth_off_warning(source))
+    else:
+        env.append({"name": AUTH_TOKEN_FILE_ENV, "value": f"{AUTH_MOUNT_PATH}/{TOKEN_SECRET_KEY}"})
+        volume_mounts.append({"name": AUTH_VOLUME_NAME, "mountPath": AUTH_MOUNT_PATH, "readOnly": True})
+        volumes.append(auth_volume(overrides))
+    # Auth env comes only from the auth settings: a static `env: {MCP_AUTH: none}` must not turn it off unwarned.
+    taken = {e["name"] for e in env} | {AUTH_MODE_ENV, AUTH_TOKEN_FILE_ENV, "MCP_AUTH_TOKEN"}
     env.extend({"name": k, "value": v} for k, v in sorted(backend.env.items()) if k not in taken)
 
     container: dict[str, Any] = {
@@ -205,16 +253,15 @@ def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overr
         **({"startupProbe": copy.deepcopy(dict(backend.startup_probe))} if backend.startup_probe else {}),
         "readinessProbe": copy.deepcopy(dict(backend.readiness_probe)),
         "livenessProbe": copy.deepcopy(dict(backend.liveness_probe)),
-        "volumeMounts": [{"name": TMP_VOLUME_NAME, "mountPath": "/tmp"}],
+        "volumeMounts": volume_mounts,
     }
     if native:
         container["restartPolicy"] = "Always"
-    volume = {"name": TMP_VOLUME_NAME, "emptyDir": {"sizeLimit": "16Mi"}}
     status = {
         "backend": backend.name,
         "image": container["image"],
-        "hash": spec_hash(container, volume),
+        "hash": spec_hash(container, volumes),
         "native": native,
         "version": __version__,
     }
-    return Rendered(container=container, volume=volume, status=status, warnings=warnings)
+    return Rendered(container=container, volumes=volumes, status=status, warnings=warnings)

@@ -46,7 +46,7 @@ from kopf._core.intents import registries  # noqa: E402
 from kopf._core.reactor import inventory  # noqa: E402
 
 from webhook.config import default_config  # noqa: E402
-from webhook.constants import ANNOTATION_STATUS, TMP_VOLUME_NAME  # noqa: E402
+from webhook.constants import ANNOTATION_STATUS  # noqa: E402
 from webhook.engine import evaluate  # noqa: E402
 
 PODS = references.Resource(
@@ -75,8 +75,10 @@ def build_registry() -> registries.OperatorRegistry:
         else:
             patch.spec["containers"] = [*(spec.get("containers") or []), rendered.container]
         volumes = spec.get("volumes") or []
-        if not any(isinstance(v, dict) and v.get("name") == TMP_VOLUME_NAME for v in volumes):
-            patch.spec["volumes"] = [*volumes, rendered.volume]
+        present = {v.get("name") for v in volumes if isinstance(v, dict)}
+        added = [v for v in rendered.volumes if v["name"] not in present]
+        if added:
+            patch.spec["volumes"] = [*volumes, *added]
         patch.metadata.annotations[ANNOTATION_STATUS] = json.dumps(rendered.status, sort_keys=True, separators=(",", ":"))
 
     return registry

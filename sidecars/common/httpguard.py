@@ -67,10 +67,10 @@ def guarded_protocol(*, request_timeout: float, max_connections: int, max_header
                 if self._deadline is None:
                     self._arm()
                 self._header_bytes += len(data)
-                if self._header_bytes > max_header_bytes:
-                    self._close(_TOO_LARGE)
-                    return
             super().data_received(data)
+            # Still inside the headers after this chunk: all the bytes counted so far are headers.
+            if self._in_headers and self._header_bytes > max_header_bytes:
+                self._close(_TOO_LARGE)
 
         # httptools callbacks: the headers are being read between the first two.
         def on_message_begin(self) -> None:

@@ -97,7 +97,7 @@ def test_existing_maps_get_escaped_keys_and_appended_entries():
     result, patched = injected(pod)
     assert {"op": "add", "path": "/metadata/annotations/mcp-sidecar.dox~1status"} .items() <= next(
         op for op in result.patch if "annotations" in op["path"]).items()
-    assert [v["name"] for v in patched["spec"]["volumes"]] == ["data", "mcp-sidecar-tmp"]
+    assert [v["name"] for v in patched["spec"]["volumes"]] == ["data", "mcp-sidecar-tmp", "mcp-sidecar-auth"]
     assert patched["metadata"]["annotations"]["a/b~c"] == "x"
 
 
@@ -339,3 +339,121 @@ def test_quantity_overrides_are_bounded_and_compared_as_numbers():
     pod["metadata"]["annotations"] = {"mcp-sidecar.dox/cpu-request": "1" * 40}
     result = evaluate(pod, None, CONFIG)
     assert result.skip_reason is SkipReason.INVALID_OVERRIDE and not result.patch
+
+
+# ----------------------------------------------------------------------------- auth (issue 11, part 1)
+AUTH_VOLUME = {"name": "mcp-sidecar-auth", "secret": {"secretName": "mcp-sidecar-token", "optional": True,
+                                                      "items": [{"key": "token", "path": "token"}]}}
+
+
+def test_auth_is_on_by_default_with_the_token_secret_mounted_read_only():
+    result, pod = injected(labelled_pod())
+    sidecar = sidecar_of(pod)
+    assert env_of(sidecar)["MCP_AUTH_TOKEN_FILE"] == "/var/run/secrets/mcp-sidecar/token"
+    assert "MCP_AUTH" not in env_of(sidecar) and "MCP_AUTH_TOKEN" not in env_of(sidecar)
+    assert {"name": "mcp-sidecar-auth", "mountPath": "/var/run/secrets/mcp-sidecar", "readOnly": True} in sidecar["volumeMounts"]
+    assert AUTH_VOLUME in pod["spec"]["volumes"]
+    # The datastore container never sees the token.
+    assert all("volumeMounts" not in c for c in pod["spec"]["containers"] if c["name"] != SIDECAR_CONTAINER_NAME)
+    assert not any("authentication is off" in w for w in result.warnings)
+    validate_strict(pod)
+
+
+def test_auth_volume_is_added_next_to_existing_volumes_and_in_native_mode():
+    pod = labelled_pod(volumes=[{"name": "data", "emptyDir": {}}])
+    pod["metadata"]["annotations"] = {"mcp-sidecar.dox/native": "true"}
+    _, patched = injected(pod)
+    assert [v["name"] for v in patched["spec"]["volumes"]] == ["data", "mcp-sidecar-tmp", "mcp-sidecar-auth"]
+    assert any(m["name"] == "mcp-sidecar-auth" for m in patched["spec"]["initContainers"][0]["volumeMounts"])
+    validate_strict(patched)
+
+
+def test_auth_token_secret_annotation_selects_the_mounted_secret():
+    pod = labelled_pod()
+    pod["metadata"]["annotations"] = {"mcp-sidecar.dox/auth-token-secret": "team-token:mcp"}
+    _, patched = injected(pod)
+    volume = next(v for v in patched["spec"]["volumes"] if v["name"] == "mcp-sidecar-auth")
+    assert volume["secret"] == {"secretName": "team-token", "optional": True, "items": [{"key": "mcp", "path": "token"}]}
+    assert env_of(sidecar_of(patched))["MCP_AUTH_TOKEN_FILE"] == "/var/run/secrets/mcp-sidecar/token"
+    assert "MCP_AUTH_TOKEN" not in env_of(sidecar_of(patched))  # a file (rotation reaches it), not an env var
+
+
+@pytest.mark.parametrize("config_text, annotation, source", [
+    (None, "none", 'annotation mcp-sidecar.dox/auth: "none"'),
+    ("sidecar: {auth: none}", None, "configuration sidecar.auth: none"),
+    ("backends: {redis: {auth: none}}", None, "configuration sidecar.auth: none"),
+])
+def test_auth_opt_out_is_explicit_and_warned_on_every_admission(config_text, annotation, source):
+    pod = labelled_pod()
+    if annotation:
+        pod["metadata"]["annotations"] = {"mcp-sidecar.dox/auth": annotation}
+    result, patched = injected(pod, parse_config(config_text))
+    sidecar = sidecar_of(patched)
+    assert env_of(sidecar)["MCP_AUTH"] == "none" and "MCP_AUTH_TOKEN_FILE" not in env_of(sidecar)
+    assert [v["name"] for v in patched["spec"]["volumes"]] == ["mcp-sidecar-tmp"]
+    assert [m["name"] for m in sidecar["volumeMounts"]] == ["mcp-sidecar-tmp"]
+    warning = next(w for w in result.warnings if "authentication is off" in w)
+    assert source in warning and "accepts calls without a credential" in warning
+    validate_strict(patched)
+
+
+def test_annotation_turns_auth_back_on_when_the_config_opted_out():
+    pod = labelled_pod()
+    pod["metadata"]["annotations"] = {"mcp-sidecar.dox/auth": "token"}
+    result, patched = injected(pod, parse_config("sidecar: {auth: none}"))
+    assert "MCP_AUTH_TOKEN_FILE" in env_of(sidecar_of(patched)) and not result.warnings
+
+
+@pytest.mark.parametrize("value", ["off", "false", "", "no", "token,none", "x" * 5000])
+def test_invalid_auth_annotation_never_opens_the_endpoint(value):
+    pod = labelled_pod()
+    pod["metadata"]["annotations"] = {"mcp-sidecar.dox/auth": value}
+    result = evaluate(pod, None, CONFIG)
+    assert result.skip_reason is SkipReason.INVALID_OVERRIDE and result.patch == []
+    assert "mcp-sidecar.dox/auth" in result.warnings[0] and '"none"' in result.warnings[0]
+    assert len(result.warnings[0]) < 400  # a huge value is not echoed whole
+
+
+@pytest.mark.parametrize("text", ["sidecar: {auth: off}", "sidecar: {auth: false}", "backends: {redis: {auth: open}}"])
+def test_invalid_auth_config_is_refused(text):
+    with pytest.raises(ConfigError, match="auth must be token or none"):
+        parse_config(text)
+
+
+def test_static_env_cannot_turn_auth_off_behind_the_warning():
+    _, patched = injected(labelled_pod(), parse_config("sidecar: {env: {MCP_AUTH: none, MCP_AUTH_TOKEN: x}}"))
+    env = env_of(sidecar_of(patched))
+    assert "MCP_AUTH" not in env and "MCP_AUTH_TOKEN" not in env and "MCP_AUTH_TOKEN_FILE" in env
+
+
+def test_api_key_secret_replaces_user_and_password_for_elasticsearch():
+    pod = labelled_pod("elasticsearch")
+    pod["spec"]["containers"][0]["env"] = [
+        {"name": "ELASTIC_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "es", "key": "elasticsearch-password"}}}]
+    pod["metadata"]["annotations"] = {"mcp-sidecar.dox/api-key-secret": "es-mcp-key"}
+    _, patched = injected(pod)
+    env = env_of(sidecar_of(patched))
+    assert env["ES_API_KEY"] == {"secretKeyRef": {"name": "es-mcp-key", "key": "api-key"}}
+    assert "ES_USERNAME" not in env and "ES_PASSWORD" not in env  # no process holds a credential it does not use
+    pod["metadata"]["annotations"] = {"mcp-sidecar.dox/api-key-secret": "es-mcp-key:readonly"}
+    _, patched = injected(pod)
+    assert env_of(sidecar_of(patched))["ES_API_KEY"] == {"secretKeyRef": {"name": "es-mcp-key", "key": "readonly"}}
+    validate_strict(patched)
+
+
+@pytest.mark.parametrize("backend, value", [("redis", "some-key"), ("elasticsearch", "Not_A_Name"), ("elasticsearch", "a:b c")])
+def test_api_key_secret_is_an_invalid_override_outside_its_form_or_backend(backend, value):
+    pod = labelled_pod(backend)
+    pod["metadata"]["annotations"] = {"mcp-sidecar.dox/api-key-secret": value}
+    result = evaluate(pod, None, CONFIG)
+    assert result.skip_reason is SkipReason.INVALID_OVERRIDE and result.patch == []
+    assert "mcp-sidecar.dox/api-key-secret" in result.warnings[0]
+
+
+def test_audit_sees_an_auth_injected_pod_as_current_not_stale():
+    from webhook.pod_audit import INJECTED, audit_pod
+
+    _, patched = injected(labelled_pod())
+    patched["status"] = {"containerStatuses": [{"name": SIDECAR_CONTAINER_NAME, "ready": True}]}
+    row = audit_pod(patched, None, CONFIG)
+    assert row.state == INJECTED and not row.stale, row.reason
