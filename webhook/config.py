@@ -47,6 +47,12 @@ class BackendConfig:
     # Optional: a startupProbe lets readiness/liveness drop their initial delays without ever
     # restarting a slow starter (absent in the seed defaults, so nothing changes unless configured).
     startup_probe: Mapping[str, Any] | None = None
+    #: ``token`` (bearer token from the mcp-sidecar-token Secret) or ``none`` (explicit, warned opt-out).
+    auth: str = "token"
+    #: Env var of an API-key credential (Elasticsearch: ES_API_KEY) and the Secret key read by default;
+    #: None: the backend has no API-key override.
+    api_key_env: str | None = None
+    api_key_secret_key: str = "api-key"
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,13 @@ def _backend(name: str, doc: Any) -> BackendConfig:
     startup_probe = doc.get("startupProbe")
     if startup_probe is not None and not isinstance(startup_probe, Mapping):
         raise ConfigError(f"{where}.startupProbe must be a mapping (or null), got {type(startup_probe).__name__}")
+    auth = doc.get("auth", "token")
+    if auth not in ("token", "none"):
+        # YAML reads `auth: off` as false: refused like any typo, never taken as "no auth".
+        raise ConfigError(f"{where}.auth must be token or none, got {auth!r}")
+    api_key_env = doc.get("apiKeyEnv")
+    if api_key_env is not None and not (isinstance(api_key_env, str) and api_key_env):
+        raise ConfigError(f"{where}.apiKeyEnv must be a non-empty string")
     username_env = doc.get("usernameEnv")
     username = doc.get("username")
     return BackendConfig(
@@ -163,6 +176,9 @@ def _backend(name: str, doc: Any) -> BackendConfig:
         readiness_probe=maps["readinessProbe"],
         liveness_probe=maps["livenessProbe"],
         startup_probe=dict(startup_probe) if startup_probe else None,
+        auth=auth,
+        api_key_env=api_key_env,
+        api_key_secret_key=str(doc.get("apiKeySecretKey") or "api-key"),
     )
 
 

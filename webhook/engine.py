@@ -24,11 +24,10 @@ from webhook.constants import (
     LABEL_NAMESPACE_INJECTION,
     NAMESPACE_DISABLED_VALUE,
     SIDECAR_CONTAINER_NAME,
-    TMP_VOLUME_NAME,
 )
-from webhook.overrides import InvalidOverride, Overrides, parse_overrides
+from webhook.overrides import ANNOTATION_API_KEY_SECRET, InvalidOverride, Overrides, parse_overrides
 from webhook.overrides import ANNOTATION_IMAGE, image_allowed
-from webhook.patch import Operation, append_to_list, prepend_to_list, set_map_entry
+from webhook.patch import Operation, append_to_list, pointer, prepend_to_list, set_map_entry
 from webhook.render import Rendered, render_sidecar
 
 
@@ -210,16 +209,18 @@ def decide_skip(pod: Any, namespace_labels: Mapping[str, str] | None, config: In
 
 
 def build_patch(pod: dict[str, Any], rendered: Rendered) -> list[Operation]:
-    """Add the sidecar, the /tmp volume and the status annotation, creating lists/maps as needed."""
+    """Add the sidecar, its volumes (/tmp, the token Secret) and the status annotation, creating lists/maps as needed."""
     native = rendered.container.get("restartPolicy") == "Always"
     ops: list[Operation] = []
     if native:
         ops += prepend_to_list(pod, ("spec", "initContainers"), rendered.container)
     else:
         ops += append_to_list(pod, ("spec", "containers"), rendered.container)
-    volumes = pod["spec"].get("volumes") or []
-    if not any(isinstance(v, dict) and v.get("name") == TMP_VOLUME_NAME for v in volumes):
-        ops += append_to_list(pod, ("spec", "volumes"), rendered.volume)
+    present = {v.get("name") for v in pod["spec"].get("volumes") or [] if isinstance(v, dict)}
+    for index, volume in enumerate(v for v in rendered.volumes if v["name"] not in present):
+        # The first append may create the list; the list exists for the next ones.
+        ops += append_to_list(pod, ("spec", "volumes"), volume) if index == 0 else \
+            [{"op": "add", "path": pointer("spec", "volumes") + "/-", "value": volume}]
     status = json.dumps(rendered.status, sort_keys=True, separators=(",", ":"))
     ops += set_map_entry(pod, ("metadata", "annotations"), ANNOTATION_STATUS, status)
     return ops
@@ -245,6 +246,9 @@ def evaluate(
     spec = pod["spec"]
     try:
         overrides = parse_overrides(pod["metadata"].get("annotations") or {})
+        if overrides.api_key_secret is not None and not backend.api_key_env:
+            raise InvalidOverride(ANNOTATION_API_KEY_SECRET, overrides.api_key_secret.name,
+                                  f"no value: the {backend_name} backend takes no API key (elasticsearch only)")
     except InvalidOverride as exc:
         return _skip(backend_name, SkipReason.INVALID_OVERRIDE, str(exc))
     allowed_images = config.allowed_images_for(backend)

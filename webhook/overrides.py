@@ -12,13 +12,14 @@ from decimal import Decimal, InvalidOperation
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from webhook.constants import DOMAIN
+from webhook.constants import ANNOTATION_AUTH, AUTH_NONE, AUTH_TOKEN, DOMAIN
 
 ANNOTATION_IMAGE = f"{DOMAIN}/image"
 ANNOTATION_PORT = f"{DOMAIN}/port"
 ANNOTATION_BACKEND_PORT = f"{DOMAIN}/backend-port"
 ANNOTATION_PASSWORD_SECRET = f"{DOMAIN}/password-secret"
 ANNOTATION_AUTH_SECRET = f"{DOMAIN}/auth-token-secret"
+ANNOTATION_API_KEY_SECRET = f"{DOMAIN}/api-key-secret"
 ANNOTATION_READ_ONLY = f"{DOMAIN}/read-only"
 ANNOTATION_NATIVE = f"{DOMAIN}/native"
 ANNOTATION_CPU_REQUEST = f"{DOMAIN}/cpu-request"
@@ -45,7 +46,8 @@ class InvalidOverride(ValueError):
         self.annotation = annotation
         self.value = value
         self.accepted = accepted
-        super().__init__(f"annotation {annotation}={value!r} is invalid: expected {accepted}")
+        shown = value if len(value) <= 100 else value[:100] + f"... ({len(value)} characters)"
+        super().__init__(f"annotation {annotation}={shown!r} is invalid: expected {accepted}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class Overrides:
     backend_port: int | None = None
     password_secret: SecretRef | None = None
     auth_secret: SecretRef | None = None
+    #: ``token`` or ``none`` (the explicit, warned opt-out of bearer-token auth).
+    auth: str | None = None
+    #: Elasticsearch API key Secret: replaces the user name and password in the sidecar.
+    api_key_secret: SecretRef | None = None
     read_only: bool | None = None
     native: bool | None = None
     cpu_request: str | None = None
@@ -96,6 +102,12 @@ def _bool(value: str) -> bool:
     if lowered not in ("true", "false"):
         raise ValueError
     return lowered == "true"
+
+
+def _auth(value: str) -> str:
+    if value.lower() not in (AUTH_TOKEN, AUTH_NONE):
+        raise ValueError
+    return value.lower()
 
 
 def _quantity(value: str) -> str:
@@ -187,6 +199,7 @@ _SIMPLE: dict[str, tuple[str, Callable[[str], object], str]] = {
     ANNOTATION_BACKEND_PORT: ("backend_port", _port, "a port number 1-65535"),
     ANNOTATION_READ_ONLY: ("read_only", _bool, '"true" or "false"'),
     ANNOTATION_NATIVE: ("native", _bool, '"true" or "false"'),
+    ANNOTATION_AUTH: ("auth", _auth, '"token" (the default) or "none" (no credential needed: explicit opt-out)'),
     ANNOTATION_CPU_REQUEST: ("cpu_request", _quantity, "a Kubernetes quantity such as 50m or 0.5"),
     ANNOTATION_MEMORY_REQUEST: ("memory_request", _quantity, "a Kubernetes quantity such as 64Mi"),
     ANNOTATION_CPU_LIMIT: ("cpu_limit", _quantity, "a Kubernetes quantity such as 100m or 1"),
@@ -195,7 +208,9 @@ _SIMPLE: dict[str, tuple[str, Callable[[str], object], str]] = {
 _SECRET_FORM = "a Secret name, optionally with its key as NAME:KEY (e.g. redis:redis-password)"
 
 #: Every override annotation the engine understands (used by the CLI's explain output and docs).
-OVERRIDE_ANNOTATIONS = (*_SIMPLE, ANNOTATION_PASSWORD_SECRET, ANNOTATION_AUTH_SECRET)
+OVERRIDE_ANNOTATIONS = (*_SIMPLE, ANNOTATION_PASSWORD_SECRET, ANNOTATION_AUTH_SECRET, ANNOTATION_API_KEY_SECRET)
+_SECRET_ANNOTATIONS = ((ANNOTATION_PASSWORD_SECRET, "password_secret"), (ANNOTATION_AUTH_SECRET, "auth_secret"),
+                       (ANNOTATION_API_KEY_SECRET, "api_key_secret"))
 
 
 def parse_overrides(annotations: Mapping[str, str]) -> Overrides:
@@ -209,7 +224,7 @@ def parse_overrides(annotations: Mapping[str, str]) -> Overrides:
             values[field_name] = parse(str(raw).strip())
         except ValueError:
             raise InvalidOverride(annotation, str(raw), accepted) from None
-    for annotation, field_name in ((ANNOTATION_PASSWORD_SECRET, "password_secret"), (ANNOTATION_AUTH_SECRET, "auth_secret")):
+    for annotation, field_name in _SECRET_ANNOTATIONS:
         raw = annotations.get(annotation)
         if raw is None:
             continue

@@ -12,18 +12,24 @@ from elasticsearch import (
 )
 
 from .config import ElasticsearchSettings
+from .transport import ResponseTooLarge, bounded_node
 
 
 class ElasticsearchBackend:
     name = "elasticsearch"
 
-    def __init__(self, settings: ElasticsearchSettings, timeout: float):
+    def __init__(self, settings: ElasticsearchSettings, timeout: float, max_result_bytes: int = 1024 * 1024):
         self.settings = settings
         auth: dict = {}
-        if settings.username:
-            auth["basic_auth"] = (settings.username, settings.password)
-        if settings.api_key:
+        if settings.api_key:  # Authorization: ApiKey <encoded>; config refuses it together with a user
             auth["api_key"] = settings.api_key
+        elif settings.username:
+            auth["basic_auth"] = (settings.username, settings.password)
+        # What one answer may be: twice the result budget on the wire (raw answers carry metadata and
+        # whole documents that are cut afterwards) and 16x as Python objects. With the 1 MiB default,
+        # 2 MiB and 16 MiB: an idle sidecar is ~90 MiB of a 128Mi limit.
+        self.read_cap = 2 * max_result_bytes
+        self.parse_cap = 16 * max_result_bytes
         self.client = AsyncElasticsearch(
             settings.url,
             request_timeout=timeout,
@@ -32,6 +38,7 @@ class ElasticsearchBackend:
             ca_certs=settings.ca_file,
             verify_certs=settings.verify_certs,
             connections_per_node=32,
+            node_class=bounded_node(self.read_cap, self.parse_cap),
             **auth,
         )
 
@@ -41,6 +48,8 @@ class ElasticsearchBackend:
 
     def describe_error(self, exc: BaseException) -> tuple[str, str | None]:
         where = f"Elasticsearch at {self.settings.url}"
+        if isinstance(exc, ResponseTooLarge):
+            return str(exc), None
         if isinstance(exc, ConnectionTimeout):
             return f"{where} did not answer in time", "timeout"
         if isinstance(exc, TransportConnectionError):

@@ -1,5 +1,8 @@
 """Assembles the Elasticsearch sidecar from env."""
 
+import json
+import time
+
 from sidecars.common.app import Sidecar
 from sidecars.common.config import Env, ServerSettings
 
@@ -14,10 +17,25 @@ INSTRUCTIONS = (
 )
 
 
+WARNINGS = {
+    "ES_ALLOW_SYSTEM_INDICES": "system and hidden indices (names starting with '.') are reachable through this sidecar",
+    "ES_ALLOW_SCRIPTED_METRIC": "scripted_metric aggregations are sent to Elasticsearch (unbounded result size)",
+}
+
+
 def build(environ=None) -> Sidecar:
     env = Env(environ)
     settings = ServerSettings.from_env(env)
-    backend = ElasticsearchBackend(ElasticsearchSettings.from_env(env), timeout=settings.backend_timeout)
+    es_settings = ElasticsearchSettings.from_env(env)
+    backend = ElasticsearchBackend(es_settings, timeout=settings.backend_timeout,
+                                   max_result_bytes=settings.limits.max_result_bytes)
     sidecar = Sidecar("mcp-elasticsearch", settings, backend, INSTRUCTIONS)
     register(sidecar)
+    for name, on in (("ES_ALLOW_SYSTEM_INDICES", es_settings.allow_system_indices),
+                     ("ES_ALLOW_SCRIPTED_METRIC", es_settings.allow_scripted_metric)):
+        if on:
+            # Printed before the audit log is configured, and whatever MCP_LOG_LEVEL says: a loosened
+            # default must show in `kubectl logs`.
+            print(json.dumps({"ts": round(time.time(), 3), "event": "config_warning", "setting": f"{name}=true",
+                              "message": WARNINGS[name]}, separators=(",", ":")), flush=True)
     return sidecar

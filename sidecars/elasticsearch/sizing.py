@@ -17,9 +17,11 @@ TTL_SECONDS = 60.0
 
 
 class DocSizes:
-    def __init__(self, client, ttl: float = TTL_SECONDS):
+    def __init__(self, client, ttl: float = TTL_SECONDS, budget: int = READ_BUDGET, expand_wildcards: str | None = None):
         self.client = client
         self.ttl = ttl
+        self.budget = budget
+        self.expand_wildcards = expand_wildcards
         self._cache: dict[str, tuple[float, float | None]] = {}
 
     async def average(self, index: str) -> float | None:
@@ -29,7 +31,8 @@ class DocSizes:
         if hit and now - hit[0] < self.ttl:
             return hit[1]
         try:
-            rows = await self.client.cat.indices(index=index, format="json", bytes="b", h="docs.count,pri.store.size")
+            rows = await self.client.cat.indices(index=index, format="json", bytes="b", h="docs.count,pri.store.size",
+                                                 expand_wildcards=self.expand_wildcards)
             docs = sum(int(r.get("docs.count") or 0) for r in rows.body)
             store = sum(int(r.get("pri.store.size") or 0) for r in rows.body)
             average = store / docs if docs else None
@@ -44,4 +47,4 @@ class DocSizes:
         average = await self.average(index)
         if not average:
             return wanted
-        return max(1, min(wanted, int(READ_BUDGET // (average * STORE_TO_JSON))))
+        return max(1, min(wanted, int(self.budget // (average * STORE_TO_JSON))))
