@@ -1,10 +1,15 @@
 """The ``redis.asyncio`` client, its timeouts, and how its errors read to an MCP client.
 
-One reconnect attempt per command (no backoff) makes the first call after a Redis restart succeed
-on a fresh connection, while a Redis that is really down fails fast instead of stalling callers.
+The client itself never retries: a command that timed out may have run, and sending ``RPUSH`` again
+would apply it twice. Read tools retry once on a connection error (tools.py), write tools never. The
+pool checks a pooled connection before handing it out, so the first call after a Redis restart gets
+a fresh connection either way. Each tool call has one deadline, ``MCP_BACKEND_TIMEOUT`` (tools.py);
+waiting for a free pooled connection gives up after half of it and says the sidecar is busy.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -13,20 +18,51 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     ConnectionError as RedisConnectionError,
+    RedisError,
     ResponseError,
     TimeoutError as RedisTimeoutError,
 )
 
-from .config import RedisSettings
+from sidecars.common.config import Limits
 
-MAX_CONNECTIONS = 32
+from .config import RedisSettings
+from .protocol import capped_parser
+
+#: Bytes of Redis strings one reply may hold in memory; further elements keep only their length.
+REPLY_CAP = 8 * 1024 * 1024
+
+
+class PoolBusy(RedisError):
+    """Every pooled connection is in use (slow commands, many clients): not an unreachable Redis."""
+
+
+class WriteOutcomeUnknown(RedisError):
+    """A write whose reply never came (timeout, connection lost while reading): it may have run."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class BusyAwarePool(aioredis.BlockingConnectionPool):
+    async def get_connection(self, command_name=None, *keys, **options):
+        try:
+            return await super().get_connection(command_name, *keys, **options)
+        except RedisConnectionError as exc:
+            if str(exc) == "No connection available.":
+                raise PoolBusy(f"all {self.max_connections} connection(s) to Redis are in use") from None
+            raise
 
 
 class RedisBackend:
     name = "redis"
 
-    def __init__(self, settings: RedisSettings, timeout: float):
+    def __init__(self, settings: RedisSettings, timeout: float, limits: Limits | None = None):
         self.settings = settings
+        self.timeout = timeout
+        limits = limits or Limits()
+        # GETRANGE asks for MCP_MAX_VALUE_BYTES + 1; INFO, JSON.GET may be up to a whole result.
+        element_cap = max(limits.max_value_bytes + 1, limits.max_result_bytes)
         kwargs: dict = {}
         if settings.tls:
             kwargs.update(
@@ -37,7 +73,7 @@ class RedisBackend:
                 ssl_cert_reqs="required" if settings.tls_verify else "none",
                 ssl_check_hostname=settings.tls_verify,
             )
-        pool = aioredis.BlockingConnectionPool(
+        pool = BusyAwarePool(
             host=settings.host,
             port=settings.port,
             db=settings.db,
@@ -45,11 +81,11 @@ class RedisBackend:
             password=settings.password,
             socket_timeout=timeout,
             socket_connect_timeout=min(timeout, 2.0),
-            retry=Retry(NoBackoff(), 1),
-            retry_on_error=[RedisConnectionError],
-            max_connections=MAX_CONNECTIONS,
-            timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=settings.max_connections,
+            timeout=timeout / 2,
             client_name="mcp-sidecar",
+            parser_class=capped_parser(element_cap, max(REPLY_CAP, element_cap), head_cap=limits.max_value_bytes + 1),
             **kwargs,
         )
         self.client = aioredis.Redis.from_pool(pool)
@@ -59,12 +95,19 @@ class RedisBackend:
 
     def describe_error(self, exc: BaseException) -> tuple[str, str | None]:
         where = f"Redis at {self.settings.host}:{self.settings.port}"
+        if isinstance(exc, WriteOutcomeUnknown):
+            message, kind = self.describe_error(exc.cause)
+            return (f"{message}. The write was sent once and not retried: it may or may not have been applied; "
+                    "check before repeating it"), kind
         if isinstance(exc, AuthenticationError):
             return f"{where} rejected the credentials (check REDIS_PASSWORD / REDIS_USERNAME)", "auth"
         if isinstance(exc, AuthorizationError):
             return f"{where} refused the command: {exc}", None
-        if isinstance(exc, RedisTimeoutError):
-            return f"{where} did not answer in time: {exc}", "timeout"
+        if isinstance(exc, PoolBusy):
+            return (f"Redis sidecar busy: {exc}; try again shortly (REDIS_MAX_CONNECTIONS raises the limit)",
+                    None)
+        if isinstance(exc, (RedisTimeoutError, asyncio.TimeoutError)):
+            return f"{where} did not answer within MCP_BACKEND_TIMEOUT ({self.timeout:g}s)", "timeout"
         if isinstance(exc, RedisConnectionError):
             return f"{where} is unreachable: {exc}", "connection"
         if isinstance(exc, ResponseError):

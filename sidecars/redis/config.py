@@ -19,6 +19,7 @@ class RedisSettings:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_verify: bool = True
+    max_connections: int = 32
 
     @classmethod
     def from_env(cls, env: Env) -> "RedisSettings":
@@ -33,4 +34,5 @@ class RedisSettings:
             tls_cert_file=env.file("REDIS_TLS_CERT_FILE"),
             tls_key_file=env.file("REDIS_TLS_KEY_FILE"),
             tls_verify=env.bool("REDIS_TLS_VERIFY", True),
+            max_connections=env.int("REDIS_MAX_CONNECTIONS", 32, minimum=1, maximum=1024) or 32,
         )

@@ -1,24 +1,33 @@
 """Typed results of the Redis tools; each becomes the tool's MCP ``outputSchema``.
 
-Every collection result carries ``truncated``: true means the sidecar cut it (see MCP_MAX_ITEMS,
-MCP_MAX_VALUE_BYTES) and the client should narrow its request.
+Keys, values, fields and members are :data:`~.encoding.Data` / :data:`~.encoding.Element`: a string
+for UTF-8 text, ``{"base64": ...}`` otherwise, ``{"length", "truncated", "text"|"base64"}`` for an
+element cut at MCP_MAX_VALUE_BYTES (see encoding.py).
+
+Every collection result carries ``truncated``: true means the sidecar cut it (MCP_MAX_ITEMS,
+MCP_MAX_VALUE_BYTES, MCP_MAX_RESULT_BYTES) and says where to continue (``next_start``, ``cursor``,
+``next_start_id``) when the rest can be read by paging.
 """
 
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .encoding import Data, Element, Encoded, Cut  # noqa: F401 - re-exported for the tools
+
 
 class StringValue(BaseModel):
-    key: str
+    key: Element
     exists: bool
-    value: str | None = Field(description="UTF-8 text; undecodable bytes appear as \\x escapes")
+    value: Data | None = Field(description="UTF-8 text, or {\"base64\"} for bytes that are not UTF-8; "
+                                           "at most MCP_MAX_VALUE_BYTES (see truncated)")
     length: int = Field(description="Full length of the stored value in bytes")
     truncated: bool = False
 
 
 class MultiValue(BaseModel):
-    values: list[StringValue]
+    values: list[StringValue] = Field(description="One per key, in order; when truncated, the first ones only: "
+                                                  "ask again for the keys after the last")
     truncated: bool = False
 
 
@@ -28,85 +37,104 @@ class Written(BaseModel):
 
 
 class Count(BaseModel):
-    key: str | None = None
+    key: Element | None = None
     count: int
 
 
 class KeyList(BaseModel):
-    keys: list[str]
+    keys: list[Element]
     cursor: int = Field(description="Pass back as `cursor` to continue; 0 means the scan is complete")
     truncated: bool = False
 
 
 class KeyType(BaseModel):
-    key: str
+    key: Element
     type: str = Field(description="string, list, set, zset, hash, stream, ReJSON-RL … or none")
 
 
 class KeyTTL(BaseModel):
-    key: str
+    key: Element
     ttl_seconds: int = Field(description="-1: no expiry, -2: key does not exist")
 
 
 class HashValue(BaseModel):
-    key: str
-    fields: dict[str, str | None] = Field(description="null: the field is larger than MCP_MAX_VALUE_BYTES")
+    key: Element
+    fields: dict[str, Element] = Field(description="fields whose names are UTF-8 text up to MCP_MAX_VALUE_BYTES")
+    binary_fields: list["FieldPair"] = Field(default_factory=list,
+                                             description="fields whose names are not UTF-8 text or are cut")
     length: int
     truncated: bool = False
+    cursor: int = Field(0, description="when truncated: pass back as `cursor` for more fields (HSCAN order; a "
+                                       "field may repeat); 0: nothing left")
+
+
+class FieldPair(BaseModel):
+    field: Element
+    value: Element
 
 
 class FieldValue(BaseModel):
-    key: str
-    field: str
-    value: str | None
+    key: Element
+    field: Element
+    value: Data | None = Field(description="null when the field does not exist or is larger than "
+                                           "MCP_MAX_VALUE_BYTES (see length)")
+    length: int = Field(0, description="length of the value in bytes")
     truncated: bool = False
 
 
 class ListValue(BaseModel):
-    key: str
-    items: list[str]
+    key: Element
+    items: list[Element]
     length: int
     truncated: bool = False
+    next_start: int | None = Field(None, description="lists: when truncated, pass as `start` to read on")
+    cursor: int | None = Field(None, description="sets: when truncated, pass back as `cursor` to read on "
+                                                 "(SSCAN order; a member may repeat); 0: nothing left")
 
 
 class Popped(BaseModel):
-    key: str
-    items: list[str]
+    key: Element
+    items: list[Element]
 
 
 class Membership(BaseModel):
-    key: str
-    member: str
+    key: Element
+    member: Element
     is_member: bool
 
 
 class ScoredMember(BaseModel):
-    member: str
+    member: Element
     score: float
 
 
 class SortedSetValue(BaseModel):
-    key: str
+    key: Element
     members: list[ScoredMember]
     length: int
     truncated: bool = False
+    next_start: int | None = Field(None, description="when truncated, pass as `start` to read on")
 
 
 class Score(BaseModel):
-    key: str
-    member: str
+    key: Element
+    member: Element
     score: float | None
 
 
 class StreamEntry(BaseModel):
     id: str
-    fields: dict[str, str]
+    fields: dict[str, Element]
+    binary_fields: list[FieldPair] = Field(default_factory=list,
+                                           description="fields whose names are not UTF-8 text or are cut")
 
 
 class StreamEntries(BaseModel):
-    key: str
+    key: Element
     entries: list[StreamEntry]
     truncated: bool = False
+    next_start_id: str | None = Field(None, description="when truncated, pass as `start` (or as `end` when "
+                                                        "reverse) to read on")
 
 
 class StreamGroup(BaseModel):
@@ -117,12 +145,12 @@ class StreamGroup(BaseModel):
 
 
 class StreamGroups(BaseModel):
-    key: str
+    key: Element
     groups: list[StreamGroup]
 
 
 class EntryId(BaseModel):
-    key: str
+    key: Element
     id: str
 
 
@@ -133,7 +161,7 @@ class Info(BaseModel):
 
 
 class MemoryUsage(BaseModel):
-    key: str
+    key: Element
     bytes: int | None = Field(description="null when the key does not exist")
 
 
@@ -151,7 +179,7 @@ class Slowlog(BaseModel):
 
 
 class JsonValue(BaseModel):
-    key: str
+    key: Element
     path: str
     value: Any = None
     exists: bool
@@ -159,10 +187,10 @@ class JsonValue(BaseModel):
 
 
 class Channels(BaseModel):
-    channels: list[str]
+    channels: list[Element]
     truncated: bool = False
 
 
 class Published(BaseModel):
-    channel: str
+    channel: Element
     receivers: int

@@ -17,7 +17,7 @@ INSTRUCTIONS = (
 def build(environ=None) -> Sidecar:
     env = Env(environ)
     settings = ServerSettings.from_env(env)
-    backend = RedisBackend(RedisSettings.from_env(env), timeout=settings.backend_timeout)
+    backend = RedisBackend(RedisSettings.from_env(env), timeout=settings.backend_timeout, limits=settings.limits)
     sidecar = Sidecar("mcp-redis", settings, backend, INSTRUCTIONS)
     register(sidecar)
     return sidecar
