@@ -188,7 +188,7 @@ def _allowed_images(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ConfigError("allowedImages must be a list of image repositories (e.g. registry.example.com/mcp/), or [\"*\"]")
+        raise ConfigError('allowedImages must be a list of image repositories (e.g. registry.example.com/mcp/), or ["*"]')
     for entry in value:
         stripped = entry.rstrip("/")
         if "@" in entry or " " in entry or ("/" in stripped and ":" in stripped.rsplit("/", 1)[-1]):
