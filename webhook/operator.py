@@ -26,11 +26,12 @@ from kubernetes.client.rest import ApiException
 
 from webhook.companion import LABEL_COMPANION_OF, companion_name, desired_service, service_differs, wants_companion
 from webhook.config import InjectorConfig
-from webhook.constants import LABEL_BACKEND
+from webhook.constants import LABEL_BACKEND, TOKEN_SECRET_KEY, TOKEN_SECRET_NAME
 from webhook.leader import LeaseElector
 from webhook.metrics import Metrics
 from webhook.pod_audit import INJECTED, MISSED, PodAudit, audit_pod
 from webhook.propagation import WORKLOAD_KINDS, plan_propagation
+from webhook.token_secret import TokenSecrets
 
 log = logging.getLogger("webhook.operator")
 
@@ -78,6 +79,7 @@ class Operator:
         self._last_eviction = 0.0
         self._retries: dict[str, threading.Timer] = {}  # pod uid -> pending re-check (healing)
         self._lock = threading.Lock()
+        self.token_secrets = TokenSecrets()
 
     # -- workloads ------------------------------------------------------------------------------
 
@@ -103,8 +105,21 @@ class Operator:
             log.info("%s %s/%s: %s", kind, meta["namespace"], meta["name"], plan.message)
         elif plan.action == "conflict":
             self.post_event(kind, meta, "Warning", "MCPLabelConflict", plan.message, once_key=f"{meta.get('uid')}:conflict")
+        self.ensure_token_secret(kind, workload)
         if self.options.companion_service:
             self.reconcile_companion(workload)
+
+    def ensure_token_secret(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """A labelled workload's or pod's sidecars need their namespace's token Secret (webhook.token_secret)."""
+        meta = obj.get("metadata") or {}
+        template = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        if LABEL_BACKEND not in (meta.get("labels") or {}) and LABEL_BACKEND not in (template.get("labels") or {}):
+            return
+        namespace = str(meta.get("namespace", ""))
+        if self.token_secrets.ensure(self.core, namespace) == "created":
+            self.post_event(kind, meta, "Normal", "MCPTokenSecretCreated",
+                            f"created Secret {TOKEN_SECRET_NAME} (key {TOKEN_SECRET_KEY}): the bearer token of the MCP "
+                            f"sidecars in {namespace}; rotate it with: mcp-sidecar rotate-token -n {namespace}")
 
     def reconcile_companion(self, workload: Mapping[str, Any]) -> None:
         meta = workload["metadata"]
@@ -156,6 +171,7 @@ class Operator:
 
     def handle_pod(self, pod: Mapping[str, Any]) -> PodAudit:
         meta = pod.get("metadata") or {}
+        self.ensure_token_secret("Pod", pod)
         row = audit_pod(pod, self.namespace_labels(meta.get("namespace", "")), self.config())
         condition = "missed" if row.state == MISSED else "stale" if row.stale else ""
         uid = str(meta.get("uid", ""))

@@ -256,6 +256,7 @@ def test_healing_evicts_one_pod_per_interval_without_waiting_for_the_resync():
         create_namespaced_pod=dry_run_create,
         create_namespaced_pod_eviction=evict,
         create_namespaced_event=lambda namespace, event: None,
+        create_namespaced_secret=lambda namespace, body: None,
     )
     operator = Operator(client.ApiClient(), lambda: parse_config(None), Metrics(),
                         OperatorOptions(heal=True, heal_interval=0.3, leader_election=False))
