@@ -175,7 +175,54 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         where = f"document {report.index} ({report.kind}/{report.name})"
         for warning in result.warnings:
             print(f"warning: {where}: {warning}", file=sys.stderr)
+    _token_note(output)
     sys.stdout.write(dump_documents(output.documents))
+    return 0
+
+
+def _token_note(output) -> None:
+    """Without the operator nothing creates the token Secret: say how, once, on stderr."""
+    from webhook.constants import AUTH_VOLUME_NAME
+    from webhook.token_secret import create_command
+
+    needed = set()
+    for report in output.reports:
+        rendered = report.result.rendered if report.result is not None else None
+        for volume in (rendered.volumes if rendered is not None else []):
+            if volume["name"] == AUTH_VOLUME_NAME:
+                needed.add((volume["secret"]["secretName"], volume["secret"]["items"][0]["key"]))
+    for name, key in sorted(needed):
+        print(f"note: the injected sidecars read their bearer token from Secret {name} (key {key}) in their namespace "
+              f"and refuse MCP calls until it exists. The operator creates it; without the operator, create it once "
+              f"per namespace:\n  {create_command('NAMESPACE', name, key)}", file=sys.stderr)
+
+
+def _cmd_rotate_token(args: argparse.Namespace) -> int:
+    """Replace the sidecars' bearer token, with the user's own credentials (the operator never does)."""
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.rest import ApiException
+
+    from webhook.kube import KubeAccessError, api_client
+    from webhook.token_secret import KUBELET_SYNC_HINT, rotate
+
+    try:
+        api = api_client(args.kubeconfig, args.context)
+    except KubeAccessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    namespace = args.namespace or _current_namespace(args)
+    try:
+        action, token = rotate(CoreV1Api(api), namespace, name=args.secret, key=args.key)
+    except ApiException as exc:
+        print(f"error: cannot rotate Secret {namespace}/{args.secret}: {exc.status} {str(exc.reason)[:200]}", file=sys.stderr)
+        return 1
+    print(f"{action} Secret {namespace}/{args.secret} (key {args.key}) with a new random token.")
+    print(f"Running sidecars read it from their mounted Secret within {KUBELET_SYNC_HINT}, without a restart; "
+          "from then on clients need the new token (the old one gets 401).")
+    if args.show:
+        print(f"token: {token}")
+    else:
+        print(f"Read it with: kubectl get secret {args.secret} -n {namespace} -o jsonpath='{{.data.{args.key}}}' | base64 -d")
     return 0
 
 
@@ -224,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     inject.add_argument("-f", "--filename", required=True, help="manifest file, or - for stdin")
     inject.add_argument("--config", help="sidecar configuration YAML; defaults built in")
     inject.set_defaults(func=_cmd_inject)
+
+    rotate = sub.add_parser("rotate-token", help="replace the MCP sidecars' bearer token in a namespace (creates the Secret if missing)")
+    rotate.add_argument("--kubeconfig")
+    rotate.add_argument("--context")
+    rotate.add_argument("-n", "--namespace")
+    rotate.add_argument("--secret", default="mcp-sidecar-token", help="the Secret (default: mcp-sidecar-token)")
+    rotate.add_argument("--key", default="token", help="its key (default: token)")
+    rotate.add_argument("--show", action="store_true", help="print the new token (it is never printed otherwise)")
+    rotate.set_defaults(func=_cmd_rotate_token)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _: print(__version__) or 0)

@@ -100,3 +100,33 @@ class TokenSecrets:
     def _remember(self, namespace: str) -> None:
         with self._lock:
             self._next_check[namespace] = time.monotonic() + self.recheck_seconds
+
+
+def rotate(core: Any, namespace: str, *, name: str = TOKEN_SECRET_NAME, key: str = TOKEN_SECRET_KEY,
+           token: str | None = None) -> tuple[str, str]:
+    """Replace the token in the Secret (create it, labelled as ours, if it is missing).
+
+    Runs with the caller's own credentials (``mcp-sidecar rotate-token``): the operator never
+    updates a token. Returns (``created`` or ``rotated``, the new token).
+    """
+    from kubernetes.client.rest import ApiException
+
+    token = token or new_token()
+    try:
+        core.read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        body = token_secret(namespace, token)
+        body["metadata"]["name"] = name
+        body["stringData"] = {key: token}
+        core.create_namespaced_secret(namespace, body)
+        return "created", token
+    # Only the key changes: labels and other keys a user set stay as they are.
+    core.patch_namespaced_secret(name, namespace, {"stringData": {key: token}})
+    return "rotated", token
+
+
+def create_command(namespace: str = "NAMESPACE", name: str = TOKEN_SECRET_NAME, key: str = TOKEN_SECRET_KEY) -> str:
+    """What an ``inject -f`` user (no operator) runs once per namespace."""
+    return f"kubectl create secret generic {name} -n {namespace} --from-literal={key}=$(openssl rand -hex 32)"
