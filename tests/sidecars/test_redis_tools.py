@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -274,3 +275,209 @@ def test_string_edges_empty_missing_and_exactly_at_the_cap(redis_sidecar_rw):
     many = ok(out[8])["values"]
     assert [(v["exists"], v["length"], v["truncated"]) for v in many] == [
         (True, 0, False), (False, 0, False), (True, 1025, True), (True, 0, False)]
+
+
+# ------------------------------------------------------------------ binary-safe data (issue 10, wire)
+def _b64(b: bytes) -> dict:
+    import base64
+
+    return {"base64": base64.b64encode(b).decode()}
+
+
+def test_non_utf8_keys_and_values_round_trip_as_base64(redis_sidecar, redis_server):
+    """A key that is not UTF-8 comes back from scan_keys as {"base64"} and names the same key in later calls."""
+    import redis
+
+    key, value = b"bin:\xff\xfe\x00key", b"\x80\x81\x00\xc3(" * 10
+    client = redis.Redis(host=redis_server.host, port=redis_server.port)
+    client.set(key, value)
+    client.hset(b"bin:\xffhash", mapping={b"\xfename": value, b"text": b"plain"})
+    client.rpush(b"bin:\xfflist", value, "héllo")
+    client.close()
+    out = calls(redis_sidecar.url, [
+        ("scan_keys", {"pattern": "bin:*", "limit": 100}),
+        ("get", {"key": _b64(key)}),
+        ("key_type", {"key": _b64(key)}),
+        ("hgetall", {"key": _b64(b"bin:\xffhash")}),
+        ("lrange", {"key": _b64(b"bin:\xfflist")}),
+        ("hget", {"key": _b64(b"bin:\xffhash"), "field": _b64(b"\xfename")}),
+        ("get", {"key": {"base64": "not base64!"}}),
+        ("exists", {"keys": [_b64(key), "bin:missing"]}),
+    ])
+    assert _b64(key) in ok(out[0])["keys"]
+    assert ok(out[1]) == {"key": _b64(key), "exists": True, "value": _b64(value), "length": 50, "truncated": False}
+    assert ok(out[2])["type"] == "string"
+    h = ok(out[3])
+    assert h["fields"] == {"text": "plain"}
+    assert h["binary_fields"] == [{"field": _b64(b"\xfename"), "value": _b64(value)}]
+    assert ok(out[4])["items"] == [_b64(value), "héllo"]  # UTF-8 text stays a plain string
+    assert ok(out[5])["value"] == _b64(value)
+    assert out[6].is_error and "base64" in error_text(out[6])
+    assert ok(out[7])["count"] == 1
+
+
+def test_binary_writes_store_the_exact_bytes(redis_sidecar_rw, redis_with_password):
+    import redis
+
+    key, value = b"w:\xff\x00", bytes(range(256))
+    out = calls(redis_sidecar_rw.url, [
+        ("set", {"key": _b64(key), "value": _b64(value)}),
+        ("rpush", {"key": "w:list", "values": [_b64(b"\x00\xff"), "text"]}),
+        ("get", {"key": _b64(key)}),
+    ])
+    assert ok(out[0])["ok"] is True and ok(out[1])["count"] == 2
+    client = redis.Redis(host=redis_with_password.host, port=redis_with_password.port,
+                         password=redis_with_password.password)
+    try:
+        assert client.get(key) == value
+        assert client.lrange("w:list", 0, -1) == [b"\x00\xff", b"text"]
+    finally:
+        client.close()
+    # MCP_MAX_VALUE_BYTES=1024 here: the 256-byte value fits and comes back whole.
+    assert ok(out[2])["value"] == _b64(value)
+
+
+# ------------------------------------------------------------------ paging under MCP_MAX_RESULT_BYTES
+def test_results_stay_under_the_byte_budget_and_say_where_to_continue(redis_server):
+    """MCP_MAX_RESULT_BYTES=16 KiB: every answer fits it, and following next_start / cursor /
+    next_start_id reads every element exactly as stored."""
+    import httpx
+    import redis
+
+    from .conftest import redis_env
+    from .helpers import SidecarProcess
+
+    client = redis.Redis(host=redis_server.host, port=redis_server.port)
+    values = [(b"%03d" % i) + b"v" * 997 for i in range(50)]
+    client.delete("page:list", "page:hash", "page:z", "page:stream")
+    client.rpush("page:list", *values)
+    client.hset("page:hash", mapping={b"f%d" % i: v for i, v in enumerate(values)})
+    client.zadd("page:z", {v: i for i, v in enumerate(values)})
+    for v in values:
+        client.xadd("page:stream", {"v": v})
+    client.close()
+    budget = 16 * 1024
+    env = redis_env(redis_server, MCP_MAX_RESULT_BYTES=str(budget), MCP_AUTH="none")
+    with SidecarProcess("redis", env) as sidecar:
+        def tool(name: str, args: dict) -> dict:
+            body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}}
+            resp = httpx.post(sidecar.url, json=body, timeout=30, headers={
+                "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"})
+            assert len(resp.content) <= budget, (name, len(resp.content))
+            result = resp.json()["result"]
+            assert not result.get("isError"), result
+            return result["structuredContent"]
+
+        got, start = [], 0
+        for _ in range(60):
+            page = tool("lrange", {"key": "page:list", "start": start})
+            got += page["items"]
+            if page["next_start"] is None:
+                break
+            assert page["truncated"] is True and 0 < len(page["items"]) < 50
+            start = page["next_start"]
+        assert got == [v.decode() for v in values]
+
+        fields, cursor = {}, 0
+        for _ in range(60):
+            page = tool("hgetall", {"key": "page:hash", "cursor": cursor})
+            fields.update(page["fields"])
+            cursor = page["cursor"]
+            if cursor == 0:
+                break
+        assert fields == {f"f{i}": v.decode() for i, v in enumerate(values)}
+
+        members, start = [], 0
+        for _ in range(60):
+            page = tool("zrange", {"key": "page:z", "start": start})
+            members += [m["member"] for m in page["members"]]
+            if page["next_start"] is None:
+                break
+            start = page["next_start"]
+        assert members == [v.decode() for v in values]
+
+        entries, start = [], "-"
+        for _ in range(60):
+            page = tool("xrange", {"key": "page:stream", "start": start, "count": 100})
+            entries += [e["fields"]["v"] for e in page["entries"]]
+            if page["next_start_id"] is None:
+                break
+            start = page["next_start_id"]
+        assert entries == [v.decode() for v in values]
+
+        many = tool("mget", {"keys": ["page:missing"] * 5})
+        assert [v["exists"] for v in many["values"]] == [False] * 5
+
+
+# ------------------------------------------------------------------ writes under faults (issue 11, part 4)
+def _stall(redis_server, seconds: float):
+    """SIGSTOP the real redis-server for ``seconds``: it accepts connections (the kernel does), answers
+    nothing, then processes whatever its sockets hold, as a server stuck in a slow command would."""
+    import signal
+    import threading
+
+    pid = redis_server._proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    timer = threading.Timer(seconds, os.kill, (pid, signal.SIGCONT))
+    timer.start()
+    return timer
+
+
+def test_a_timed_out_rpush_is_never_sent_twice_and_the_timeout_is_honoured():
+    """A 1.5 s stall with MCP_BACKEND_TIMEOUT=1: the client used to time out, reconnect when the server
+    came back and send RPUSH again, so it landed twice and the caller was told count 2."""
+    import time
+
+    from tests.backends.redis_server import RedisServer
+
+    from .conftest import redis_env
+    from .helpers import SidecarProcess
+
+    with RedisServer() as redis_server:
+        env = redis_env(redis_server, MCP_READ_ONLY="false", MCP_BACKEND_TIMEOUT="1", MCP_AUTH="none")
+        with SidecarProcess("redis", env) as sidecar:
+            assert ok(call(sidecar.url, "dbsize"))["count"] == 0  # warm: one pooled connection
+            _stall(redis_server, 1.5)
+            t0 = time.monotonic()
+            result = call(sidecar.url, "rpush", {"key": "jobs", "values": ["job-1"]})
+            write_took = time.monotonic() - t0
+            time.sleep(1.0)  # the server is back and has run what its sockets held
+            llen = int(redis_server.command("LLEN", "jobs").strip()[1:])
+            timer = _stall(redis_server, 3)
+            t0 = time.monotonic()
+            read = call(sidecar.url, "hgetall", {"key": "jobs"})
+            read_took = time.monotonic() - t0
+            timer.join()
+    assert llen == 1, f"rpush landed {llen} times"
+    assert result.is_error
+    assert "MCP_BACKEND_TIMEOUT" in error_text(result) and "may or may not have been applied" in error_text(result)
+    # One deadline per call, whatever the number of commands or reconnects inside it.
+    assert write_took < 1.6 and read_took < 1.6, (write_took, read_took)
+    assert read.is_error and "did not answer within MCP_BACKEND_TIMEOUT (1s)" in error_text(read)
+
+
+def test_an_exhausted_connection_pool_says_busy_not_unreachable():
+    import threading
+    import time
+
+    from tests.backends.redis_server import RedisServer
+
+    from .conftest import redis_env
+    from .helpers import SidecarProcess
+
+    with RedisServer() as redis_server:
+        env = redis_env(redis_server, REDIS_MAX_CONNECTIONS="1", MCP_BACKEND_TIMEOUT="3", MCP_AUTH="none")
+        with SidecarProcess("redis", env) as sidecar:
+            timer = _stall(redis_server, 3.5)
+            holder = threading.Thread(target=call, args=(sidecar.url, "dbsize"))
+            holder.start()
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            second = call(sidecar.url, "dbsize")
+            took = time.monotonic() - t0
+            holder.join()
+            timer.join()
+            health = sidecar.get("/health").json()
+    assert second.is_error and "busy" in error_text(second) and "unreachable" not in error_text(second)
+    assert took < 2.5
+    assert health["status"] == "ok"
