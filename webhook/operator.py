@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import os
 import signal
@@ -164,7 +165,8 @@ class Operator:
             return cached[1]
         try:
             labels = self.core.read_namespace(namespace).metadata.labels or {}
-        except ApiException:
+        except ApiException as exc:
+            log.warning("cannot read namespace %s (its opt-out label is unknown): %s", namespace[:253], _why(exc))
             labels = {}
         self._namespace_cache[namespace] = (now, labels)
         return labels
@@ -223,7 +225,8 @@ class Operator:
         except ApiException as exc:
             result = "blocked" if exc.status == 429 else "error"  # 429: a PodDisruptionBudget says not now
             self.metrics.evictions.labels(result=result).inc()
-            log.info("eviction of %s/%s %s: %s", meta["namespace"], meta["name"], result, exc.reason)
+            log.log(logging.WARNING if exc.status == 403 else logging.INFO, "eviction of %s/%s %s: %s",
+                    meta["namespace"], meta["name"], result, _why(exc))
             return
         self.metrics.evictions.labels(result="evicted").inc()
         self.post_event("Pod", meta, "Normal", "MCPSidecarHealing", f"evicted so that its controller recreates it with the sidecar ({condition})")
@@ -245,7 +248,9 @@ class Operator:
             self._retries.pop(uid, None)
         try:
             pod = self.api.sanitize_for_serialization(self.core.read_namespaced_pod(name, namespace))
-        except ApiException:
+        except ApiException as exc:
+            if exc.status == 403:
+                log.warning("cannot re-read pod %s/%s for healing: %s", namespace, name, _why(exc))
             return  # gone (healed, deleted) or not readable: the resync will tell
         if (pod.get("metadata") or {}).get("uid") == uid:
             self.handle_pod(pod)
@@ -277,9 +282,9 @@ class Operator:
             created = self.api.sanitize_for_serialization(self.core.create_namespaced_pod(namespace, probe, dry_run="All"))
         except ApiException as exc:
             if exc.status == 403 and "NamespaceTerminating" not in str(exc.body):
-                log.warning("healing needs RBAC 'create pods' (a server-side dry run) in %s: %s", namespace, exc.reason)
+                log.warning("healing needs RBAC 'create pods' (a server-side dry run) in %s: %s", namespace, _why(exc))
             else:
-                log.info("heal probe in %s failed: %s", namespace, exc.reason)
+                log.info("heal probe in %s failed: %s", namespace, _why(exc))
             return False
         containers = (created.get("spec") or {}).get("containers", []) + ((created.get("spec") or {}).get("initContainers") or [])
         return any(c.get("name") == "mcp-sidecar" for c in containers)
@@ -324,7 +329,16 @@ class Operator:
         try:
             self.core.create_namespaced_event(meta.get("namespace"), event)
         except ApiException as exc:
-            log.debug("could not post event %s: %s", reason, exc.reason)
+            log.log(logging.WARNING if exc.status == 403 else logging.DEBUG, "could not post event %s: %s", reason, _why(exc))
+
+
+def _why(exc: ApiException) -> str:
+    """The API server's own message (an RBAC denial names the verb and resource), truncated."""
+    try:
+        message = json.loads(exc.body).get("message") if exc.body else None
+    except (ValueError, AttributeError):
+        message = None
+    return f"{exc.status} {message or exc.reason}"[:300]
 
 
 def _controller_ref(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:

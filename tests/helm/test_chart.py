@@ -235,8 +235,7 @@ WORKLOADS = {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments",
              "verbs": ["get", "list", "watch", "patch"]}
 SERVICES = {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch", "delete"]}
 NAMESPACES = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}
-SECRETS = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-           {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mcp-sidecar-token"], "verbs": ["get", "update"]}]
+SECRETS = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]  # the token Secret; never read
 EXPECTED_CLUSTER_RULES = [POD_WATCH, EVENTS, WORKLOADS, SERVICES, NAMESPACES, *SECRETS]
 HEALING_RULES = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
@@ -259,8 +258,8 @@ def test_operator_rbac_is_exactly_least_privilege(which):
     role = one(docs, "ClusterRole")
     assert role["rules"] == EXPECTED_CLUSTER_RULES
     assert not any("*" in r["verbs"] or "*" in r["resources"] for r in role["rules"])
-    # No Secret is listed, watched or readable but the token Secret (the operator must not read credentials).
-    assert [r for r in role["rules"] if "secrets" in r["resources"] and set(r["verbs"]) - {"create"}] == [SECRETS[1]]
+    # No Secret is listed, watched or read (the operator must not read credentials); it only creates the token Secret.
+    assert [r["verbs"] for r in role["rules"] if "secrets" in r["resources"]] == [["create"]]
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OPERATOR, "namespace": NAMESPACE}]
