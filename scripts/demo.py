@@ -10,7 +10,8 @@ As root (the real-node path, what a user's cluster does):
 4. applies deploy/examples/redis-statefulset.yaml without its label, then
    `kubectl label statefulset redis mcp-sidecar.dox/backend=redis`: the operator copies the label
    into the pod template, the rolling update brings the pod back 2/2 Ready with the sidecar;
-5. an MCP session through `kubectl port-forward svc/redis-mcp` (the companion Service).
+5. an MCP session through `kubectl port-forward svc/redis-mcp` (the companion Service), with the
+   bearer token read from the Secret mcp-sidecar-token the operator provisioned (auth is on by default).
 
 Not root: the same story without a kubelet (one line says why): the control plane, the webhook as a
 local process, the injected pod stored by the API server, and its `mcp-sidecar` container run as the
@@ -84,10 +85,43 @@ def wait_health(url: str, timeout: float = 20) -> dict:
             time.sleep(0.1)
 
 
-async def mcp_session(url: str) -> None:
-    from mcp import Client
+TOKEN_SECRET = "mcp-sidecar-token"
+TOKEN_COMMAND = f"kubectl get secret {TOKEN_SECRET} -n {NAMESPACE} -o jsonpath='{{.data.token}}' | base64 -d"
 
-    async with Client(url) as client:
+
+def wait_token_accepted(url: str, token: str, timeout: float = 150) -> None:
+    """A pod started before its Secret existed sees the token at the kubelet's next sync (about a
+    minute); until then its sidecar refuses MCP calls with 503 (fails closed)."""
+    import urllib.error
+
+    body = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "tools/list", "params": {}}).encode()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+               "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+    deadline, said = time.monotonic() + timeout, False
+    while True:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=10):
+                return
+        except urllib.error.HTTPError as err:
+            if err.code != 503 or time.monotonic() > deadline:
+                return
+            if not said:
+                print("the sidecar has no token yet (503, fails closed): waiting for the kubelet to mount the Secret", flush=True)
+                said = True
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+        time.sleep(1)
+
+
+async def mcp_session(url: str, token: str) -> None:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    print(f"tokenless POST /mcp -> {_status_without_token(url)} (auth is on by default)")
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http, \
+            Client(streamable_http_client(url, http_client=http)) as client:
         tools = await client.list_tools()
         names = [t.name for t in tools.tools]
         print(f"tools/list: {len(names)} tools (read-only mode), e.g. {', '.join(names[:8])} ...")
@@ -95,6 +129,17 @@ async def mcp_session(url: str) -> None:
             result = await client.call_tool(name, arguments)
             payload = result.structured_content or [c.text for c in result.content if hasattr(c, "text")]
             print(f"tools/call {name} {json.dumps(arguments)} -> {json.dumps(payload)}")
+
+
+def _status_without_token(url: str) -> int:
+    import urllib.error
+
+    request = urllib.request.Request(url, data=b"{}", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
 
 
 def run_on_node(wait: bool) -> int:
@@ -150,6 +195,14 @@ def run_demo(wait: bool) -> int:
         sidecar = next(c for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", []) if c["name"] == "mcp-sidecar")
         print(f"sidecar env: {json.dumps(sidecar['env'])}")
 
+        step("the sidecars' bearer token: no operator runs here, so create the Secret as an `inject -f` user does")
+        mcp_sidecar = [sys.executable, "-m", "webhook.cli"]
+        print(f"$ mcp-sidecar rotate-token -n {NAMESPACE}", flush=True)
+        print(subprocess.run([*mcp_sidecar, "rotate-token", "-n", NAMESPACE, "--kubeconfig", str(cp.kubeconfig)],
+                             capture_output=True, text=True, check=True, cwd=REPO).stdout.rstrip())
+        secret = cp.kubectl_json("get", "secret", TOKEN_SECRET, "-n", NAMESPACE)
+        token = base64.b64decode(secret["data"]["token"]).decode()
+
         step("starting a real Redis with the password from the Secret the pod references")
         env = resolve_env(cp, NAMESPACE, sidecar["env"])
         redis = stack.enter_context(RedisServer(password=env.get("REDIS_PASSWORD")))
@@ -163,7 +216,11 @@ def run_demo(wait: bool) -> int:
         if not _port_free(mcp_port):
             mcp_port = free_port()
         env["MCP_PORT"] = str(mcp_port)
-        print(f"REDIS_PORT -> {redis.port} (the demo's Redis), MCP_PORT -> {mcp_port}; everything else as stored")
+        # The pod mounts the Secret at MCP_AUTH_TOKEN_FILE; the sandbox has no such mount, so its value goes in env.
+        env.pop("MCP_AUTH_TOKEN_FILE", None)
+        env["MCP_AUTH_TOKEN"] = token
+        print(f"REDIS_PORT -> {redis.port} (the demo's Redis), MCP_PORT -> {mcp_port}, the Secret's token as "
+              "MCP_AUTH_TOKEN instead of the mounted file; everything else as stored")
         entrypoint = str(REPO / ".venv" / "bin" / SIDECAR_ENTRYPOINT[status["backend"]])
         log = open(workdir / "sidecar.log", "wb")
         proc = subprocess.Popen(sandboxed([entrypoint]), env={"PATH": os.environ.get("PATH", ""), **env},
@@ -173,12 +230,14 @@ def run_demo(wait: bool) -> int:
         print(f"GET /health -> {json.dumps(health)}")
 
         step(f"one MCP session through the sidecar: http://127.0.0.1:{mcp_port}/mcp")
-        asyncio.run(mcp_session(f"http://127.0.0.1:{mcp_port}/mcp"))
+        asyncio.run(mcp_session(f"http://127.0.0.1:{mcp_port}/mcp", token))
 
         step("done")
         if wait:
             print(f"Try it yourself:  {kubectl} get pods -n {NAMESPACE} -o yaml")
-            print(f"                  npx @modelcontextprotocol/inspector --cli http://127.0.0.1:{mcp_port}/mcp --method tools/list")
+            print(f"                  npx @modelcontextprotocol/inspector --cli http://127.0.0.1:{mcp_port}/mcp --method tools/list "
+                  f"--header \"Authorization: Bearer $({kubectl} get secret {TOKEN_SECRET} -n {NAMESPACE} "
+                  "-o jsonpath='{.data.token}' | base64 -d)\"")
             print("Everything keeps running; press Ctrl-C to stop it all.", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -254,11 +313,16 @@ def cluster_story(wait: bool, *, kubectl: str, helm: str, env: dict[str, str], w
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         print(f"$ kubectl port-forward -n {NAMESPACE} service/redis-mcp {local}:9000", flush=True)
         print(f"GET /health -> {json.dumps(wait_health(f'http://127.0.0.1:{local}/health', timeout=60))}")
-        asyncio.run(mcp_session(f"http://127.0.0.1:{local}/mcp"))
+        print(f"the token the operator provisioned: $ {TOKEN_COMMAND}", flush=True)
+        token = base64.b64decode(subprocess.run(
+            [kubectl, "get", "secret", TOKEN_SECRET, "-n", NAMESPACE, "-o", "jsonpath={.data.token}"],
+            capture_output=True, text=True, check=True, env=full_env).stdout).decode()
+        wait_token_accepted(f"http://127.0.0.1:{local}/mcp", token)
+        asyncio.run(mcp_session(f"http://127.0.0.1:{local}/mcp", token))
         step("done")
         if wait:
             print(f"Try it yourself:  npx @modelcontextprotocol/inspector --cli http://127.0.0.1:{local}/mcp "
-                  "--transport http --method tools/list")
+                  f"--transport http --method tools/list --header \"Authorization: Bearer $({TOKEN_COMMAND})\"")
             print("Everything keeps running; press Ctrl-C to stop it all.", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 while port_forward.poll() is None:

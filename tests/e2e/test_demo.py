@@ -31,6 +31,7 @@ def test_demo_on_a_real_node_label_statefulset_pod_2_of_2_and_mcp_call(control_p
     assert "kubectl label statefulset redis -n demo mcp-sidecar.dox/backend=redis" in out.replace("$ kubectl", "kubectl")
     assert "redis-0: 2/2 Ready (containers redis, mcp-sidecar)" in out
     assert '"reachable": true' in out  # /health of the sidecar in the pod, through the companion Service
+    assert "tokenless POST /mcp -> 401" in out  # auth on by default; the session used the operator's Secret
     assert "tools/call get" in out and "hello from the Redis behind the MCP sidecar" in out
     assert "stopped cleanly." in out
 
@@ -40,5 +41,7 @@ def test_demo_without_a_node_injects_and_answers_an_mcp_call(control_plane):  # 
     assert "redis,mcp-sidecar" in out  # kubectl get pods: the stored pod has the sidecar
     assert '"valueFrom": {"secretKeyRef": {"key": "redis-password", "name": "redis"}}' in out
     assert '"reachable": true' in out  # /health of the sandboxed sidecar against the real Redis
+    assert "created Secret demo/mcp-sidecar-token" in out  # rotate-token, as an inject -f user would
+    assert "tokenless POST /mcp -> 401" in out and '"auth": "token"' in out
     assert "tools/call get" in out and "hello from the Redis behind the MCP sidecar" in out
     assert "stopped cleanly." in out

@@ -201,6 +201,48 @@ def wait_http(url: str, timeout: float = 60) -> Any:
         time.sleep(0.3)
 
 
+TOKEN_SECRET = "mcp-sidecar-token"
+
+
+def sidecar_token(cp: ControlPlane, namespace: str, timeout: float = 60) -> str:
+    """The sidecars' bearer token, read from the Secret the operator provisions (the user's story:
+    ``kubectl get secret mcp-sidecar-token -o jsonpath='{.data.token}' | base64 -d``)."""
+    import base64
+
+    def read() -> str | None:
+        status, body = cp.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{TOKEN_SECRET}")
+        return base64.b64decode(body["data"]["token"]).decode() if status == 200 else None
+
+    return cp.wait_for(read, timeout, f"Secret {namespace}/{TOKEN_SECRET} (created by the operator)")
+
+
+def auth_headers(cp: ControlPlane, namespace: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {sidecar_token(cp, namespace)}"}
+
+
+def wait_token_accepted(url: str, headers: dict[str, str], timeout: float = 150) -> None:
+    """A pod that started before its Secret existed gets the token file at the kubelet's next sync
+    (about a minute): until then the sidecar answers 503 auth_not_configured (fails closed)."""
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "tools/list", "params": {}}).encode()
+    request_headers = {**headers, "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                       "MCP-Protocol-Version": "2025-11-25"}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=request_headers), timeout=10):
+                return
+        except urllib.error.HTTPError as err:
+            if err.code != 503 or time.monotonic() > deadline:
+                return  # anything but "no token yet" is the caller's to see
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+        time.sleep(1)
+
+
 async def _mcp_calls(url: str, calls: list[tuple[str, dict]], headers: dict | None) -> dict:
     from mcp import Client
 
@@ -216,7 +258,10 @@ async def _mcp_calls(url: str, calls: list[tuple[str, dict]], headers: dict | No
 
 
 def mcp_calls(url: str, *calls: tuple[str, dict], headers: dict | None = None) -> dict:
-    """One MCP session with our own client (the ``mcp`` SDK): tools/list, then each tools/call."""
+    """One MCP session with our own client (the ``mcp`` SDK): tools/list, then each tools/call.
+    ``headers``: ``auth_headers(cp, namespace)`` (auth is on by default)."""
+    if headers:
+        wait_token_accepted(url, headers)
     return asyncio.run(_mcp_calls(url, list(calls), headers))
 
 

@@ -35,6 +35,7 @@ from tests.node.kube import (
     container_names,
     describe,
     exec_in,
+    auth_headers,
     mcp_calls,
     pods,
     port_forward,
@@ -181,7 +182,7 @@ def test_sidecar_crash_restarts_only_the_sidecar(cp, node, injector, namespace):
 
     # the restarted sidecar serves MCP again, against the same (untouched) data
     with port_forward(cp, namespace, "pod/redis", 9000) as port:
-        out = mcp_calls(f"http://127.0.0.1:{port}/mcp", ("get", {"key": "isolation:key"}))
+        out = mcp_calls(f"http://127.0.0.1:{port}/mcp", ("get", {"key": "isolation:key"}), headers=auth_headers(cp, namespace))
     assert out["get"]["structured"]["value"] == "kept", out
 
 
@@ -348,7 +349,7 @@ def test_datastore_outage_degrades_then_recovers_without_restarting_the_sidecar(
             assert row[2]["status"] == "degraded" and row[2]["reachable"] is False, row
             assert "unreachable" in row[2]["last_error"] and "6379" in row[2]["last_error"], row
             # an MCP call during the outage fails cleanly: an error result, not a dead server
-            out = mcp_calls(f"http://127.0.0.1:{port}/mcp", ("get", {"key": "any"}))
+            out = mcp_calls(f"http://127.0.0.1:{port}/mcp", ("get", {"key": "any"}), headers=auth_headers(cp, namespace))
             assert out["get"]["is_error"] is True, out
             assert "unreachable" in " ".join(out["get"]["text"]).lower(), out
             # the sidecar stays up and Ready while Redis is down
@@ -369,7 +370,7 @@ def test_datastore_outage_degrades_then_recovers_without_restarting_the_sidecar(
 
             # MCP works again without any restart (NOSAVE: the restarted Redis is empty)
             assert _redis_cli(cp, namespace, "redis", "SET", "after", "outage").stdout.strip() == "OK"
-            out = mcp_calls(f"http://127.0.0.1:{port}/mcp", ("get", {"key": "after"}))
+            out = mcp_calls(f"http://127.0.0.1:{port}/mcp", ("get", {"key": "after"}), headers=auth_headers(cp, namespace))
             assert out["get"]["structured"]["value"] == "outage", out
     finally:
         stop_group(watch)

@@ -115,7 +115,7 @@ def test_label_statefulset_rolls_in_and_out_the_sidecar(cp, injector, namespace)
     with kube.port_forward(cp, namespace, "svc/redis-mcp", 9000) as port:
         health = kube.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
         assert health["status"] == "ok" and health["reachable"] is True, health
-        out = kube.mcp_calls(f"http://127.0.0.1:{port}/mcp", ("get", {"key": key}))
+        out = kube.mcp_calls(f"http://127.0.0.1:{port}/mcp", ("get", {"key": key}), headers=kube.auth_headers(cp, namespace))
         assert not out["get"]["is_error"], out["get"]
         assert out["get"]["structured"]["value"] == value
 

@@ -17,7 +17,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.node.kube import BACKEND_LABEL, describe, exec_in, mcp_calls, port_forward, ready_count, wait_pods_ready
+from tests.node.kube import (BACKEND_LABEL, auth_headers, describe, exec_in, mcp_calls, port_forward, ready_count,
+                             wait_pods_ready)
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +107,7 @@ def test_job_with_native_sidecar_completes(cp, injector, namespace):
     exec_in(cp, namespace, name, "redis", "sh", "-c",
             'redis-cli -a "$REDIS_PASSWORD" --no-auth-warning SET job:progress 42')
     with port_forward(cp, namespace, f"pod/{name}", 9000) as port:
-        out = mcp_calls(f"http://127.0.0.1:{port}/mcp", ("get", {"key": "job:progress"}))
+        out = mcp_calls(f"http://127.0.0.1:{port}/mcp", ("get", {"key": "job:progress"}), headers=auth_headers(cp, namespace))
     assert out["get"]["structured"]["value"] == "42", out
 
     # the Job's work ends: its main container exits 0 (both Jobs)
@@ -212,5 +213,5 @@ def test_native_sidecar_starts_before_the_datastore(cp, node, injector, namespac
     exec_in(cp, namespace, "redis", "redis", "sh", "-c",
             'redis-cli -a "$REDIS_PASSWORD" --no-auth-warning SET native:key ordered')
     with port_forward(cp, namespace, "pod/redis", 9000) as port:
-        out = mcp_calls(f"http://127.0.0.1:{port}/mcp", ("get", {"key": "native:key"}))
+        out = mcp_calls(f"http://127.0.0.1:{port}/mcp", ("get", {"key": "native:key"}), headers=auth_headers(cp, namespace))
     assert out["get"]["structured"]["value"] == "ordered", out

@@ -157,12 +157,14 @@ def test_development_overlay_serves_mcp_with_real_data(cp, injector, tmp_path):
             health = kube.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
             assert health["status"] == "ok" and health["backend"] == "redis" and health["reachable"] is True, health
             url = f"http://127.0.0.1:{port}/mcp"
-            out = kube.mcp_calls(url, ("get", {"key": key}), ("exists", {"keys": [key, key + ":absent"]}))
+            headers = kube.auth_headers(cp, namespace)  # the token the operator provisioned
+            out = kube.mcp_calls(url, ("get", {"key": key}), ("exists", {"keys": [key, key + ":absent"]}), headers=headers)
             assert "get" in out["tools"] and "set" not in out["tools"], out["tools"]  # read-only by default
             assert not out["get"]["is_error"], out["get"]
             assert out["get"]["structured"]["value"] == value
             assert out["exists"]["structured"]["count"] == 1, out["exists"]
-            called = kube.inspector(url, "--method", "tools/call", "--tool-name", "get", "--tool-arg", f"key={key}",
+            called = kube.inspector(url, "--header", f"Authorization: {headers['Authorization']}", "--method", "tools/call",
+                                    "--tool-name", "get", "--tool-arg", f"key={key}",
                                     home=tmp_path)
             assert called["structuredContent"]["value"] == value, called
 
@@ -184,9 +186,10 @@ def test_development_overlay_serves_mcp_with_real_data(cp, injector, tmp_path):
             health = kube.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
             assert health["status"] == "ok" and health["backend"] == "elasticsearch" and health["reachable"], health
             url = f"http://127.0.0.1:{port}/mcp"
+            headers = kube.auth_headers(cp, namespace)
             out = kube.mcp_calls(url, ("count", {"index": "books"}),
                                  ("get_document", {"index": "books", "id": "seed-1"}),
-                                 ("search", {"index": "books", "query": {"match": {"tag": doc["tag"]}}}))
+                                 ("search", {"index": "books", "query": {"match": {"tag": doc["tag"]}}}), headers=headers)
             for name in ("count", "get_document", "search"):
                 assert not out[name]["is_error"], out[name]
             assert out["count"]["structured"]["count"] == 1
@@ -194,7 +197,8 @@ def test_development_overlay_serves_mcp_with_real_data(cp, injector, tmp_path):
             assert out["get_document"]["structured"]["source"] == doc
             hits = out["search"]["structured"]["hits"]
             assert [(h["id"], h["source"]) for h in hits] == [("seed-1", doc)], hits
-            called = kube.inspector(url, "--method", "tools/call", "--tool-name", "get_document",
+            called = kube.inspector(url, "--header", f"Authorization: {headers['Authorization']}", "--method", "tools/call",
+                                    "--tool-name", "get_document",
                                     "--tool-arg", "index=books", "--tool-arg", "id=seed-1", home=tmp_path)
             assert called["structuredContent"]["source"] == doc, called
         print(f"[seed] development overlay done in {time.monotonic() - started:.1f}s")
