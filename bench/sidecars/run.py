@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from bench.sidecars.mcpclient import McpHttpClient  # noqa: E402
 from tests.backends.elasticsearch_node import ElasticsearchNode  # noqa: E402
 from tests.backends.redis_server import RedisServer  # noqa: E402
-from tests.sidecars.helpers import SidecarProcess  # noqa: E402
+from tests.sidecars.helpers import DEFAULT_TOKEN, SidecarProcess  # noqa: E402
 
 CACHE = REPO / ".cache" / "bench"
 PEERS = {"redis": "redis-mcp-server==0.5.1", "elasticsearch": "elasticsearch-mcp-server==2.1.6"}
@@ -120,7 +120,7 @@ class Result:
 async def _client_loop(url: str, tool: str, args: dict, calls: int, latencies: list[float], errors: list[str]) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30),
                                      connector=aiohttp.TCPConnector(limit=1)) as http:
-        client = McpHttpClient(url, http)
+        client = McpHttpClient(url, http, token=DEFAULT_TOKEN)
         try:
             await client.initialize()
         except Exception as exc:  # noqa: BLE001
@@ -162,7 +162,7 @@ async def concurrent_load(url: str, tool: str, args: dict, clients: int, calls: 
 
 async def sequential(url: str, tool: str, args: dict, n: int) -> list[float]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        client = McpHttpClient(url, http)
+        client = McpHttpClient(url, http, token=DEFAULT_TOKEN)
         await client.initialize()
         for _ in range(50):
             await client.call(tool, args)
@@ -177,7 +177,7 @@ async def sequential(url: str, tool: str, args: dict, n: int) -> list[float]:
 def first_call_time(proc: SidecarProcess, tool: str, args: dict, t_spawn: float, timeout: float = 60) -> float:
     async def attempt() -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            client = McpHttpClient(proc.url, http)
+            client = McpHttpClient(proc.url, http, token=DEFAULT_TOKEN)
             await client.initialize()
             await client.call(tool, args)
 
