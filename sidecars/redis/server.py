@@ -9,8 +9,10 @@ from .tools import register
 
 INSTRUCTIONS = (
     "Tools for the Redis running next to this server. Reads are bounded: results marked "
-    "truncated=true were cut, so narrow the pattern, range or count. Write tools exist only "
-    "when the operator disabled read-only mode."
+    "truncated=true were cut; continue with next_start, cursor or next_start_id when given, or narrow "
+    "the pattern, range or count. Keys and values that are not UTF-8 text appear as "
+    "{\"base64\": \"...\"}; pass that object back as a key or value to name the same bytes. Write tools "
+    "exist only when the operator disabled read-only mode."
 )
 
 
