@@ -84,7 +84,9 @@ def test_install_inject_test_upgrade_uninstall(which, control_plane, namespace, 
     ca_file = tmp_path / "dev-ca.pem"
     ca_file.write_bytes(local_injector.ca_pem)
     values = ["--set", f"webhook.url={local_injector.url}", "--set-file", f"webhook.caBundle={ca_file}",
-              "--set", f"test.namespace={namespace}"]
+              "--set", f"test.namespace={namespace}", "--set", "networkPolicy.enabled=true",
+              "--set", f"networkPolicy.namespaces={{{namespace}}}",
+              "--set", "networkPolicy.from[0].podSelector.matchLabels.role=mcp-client"]
     installed = False
     try:
         # ---- install: every rendered object exists
@@ -95,9 +97,11 @@ def test_install_inject_test_upgrade_uninstall(which, control_plane, namespace, 
         kinds = {d["kind"] for d in objects}
         assert kinds == {"ServiceAccount", "Secret", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "Role",
                          "RoleBinding", "Service", "Deployment", "PodDisruptionBudget",
-                         "MutatingWebhookConfiguration"}, kinds
+                         "MutatingWebhookConfiguration", "NetworkPolicy"}, kinds
         for doc in objects:
             assert exists(cp, *ref(doc)), f"{ref(doc)} not created"
+        check_admission_holds_no_rights(cp, objects, release_ns)
+        check_network_policy(cp, objects, namespace)
 
         mwc_name = next(d for d in objects if d["kind"] == "MutatingWebhookConfiguration")["metadata"]["name"]
         [hook] = cp.kubectl_json("get", "mutatingwebhookconfiguration", mwc_name)["webhooks"]
@@ -130,7 +134,7 @@ def test_install_inject_test_upgrade_uninstall(which, control_plane, namespace, 
         helm("upgrade", release, str(CHART), "-n", release_ns, *values, "--set", "logLevel=debug")
         after = cp.kubectl_json("get", "secret", "-n", release_ns, secret_name)["data"]
         assert after == before
-        deployment = next(d for d in objects if d["kind"] == "Deployment")["metadata"]["name"]
+        deployment = next(d for d in objects if d["kind"] == "Deployment" and not d["metadata"]["name"].endswith("-operator"))["metadata"]["name"]
         args = cp.kubectl_json("get", "deployment", "-n", release_ns, deployment)["spec"]["template"]["spec"]["containers"][0]["args"]
         assert "--log-level=debug" in args  # the upgrade did apply
         # Back to the in-cluster Service: the caBundle is the CA kept in the Secret.
@@ -162,6 +166,56 @@ def test_install_inject_test_upgrade_uninstall(which, control_plane, namespace, 
         if installed:
             helm("uninstall", release, "-n", release_ns, check=False)
         cp.kubectl("delete", "namespace", release_ns, "--wait=false", "--ignore-not-found=true", check=False)
+
+
+def can_i(cp, service_account: str, *args: str) -> bool:
+    done = cp.kubectl("auth", "can-i", *args, f"--as={service_account}", check=False)
+    return done.stdout.strip() == "yes"
+
+
+def check_admission_holds_no_rights(cp, objects, release_ns):
+    """Issue 11, part 2: the admission pod mounts no token and its ServiceAccount has no rights;
+    the operator's ServiceAccount has its own, and cannot read Secrets."""
+    deployments = {d["metadata"]["name"]: d for d in objects if d["kind"] == "Deployment"}
+    [operator_name] = [n for n in deployments if n.endswith("-operator")]
+    [admission_name] = [n for n in deployments if n != operator_name]
+    live = cp.kubectl_json("get", "deployment", admission_name, "-n", release_ns)["spec"]["template"]["spec"]
+    assert live["automountServiceAccountToken"] is False
+    admission = f"system:serviceaccount:{release_ns}:{live['serviceAccountName']}"
+    operator_sa = deployments[operator_name]["spec"]["template"]["spec"]["serviceAccountName"]
+    operator = f"system:serviceaccount:{release_ns}:{operator_sa}"
+    assert cp.kubectl_json("get", "deployment", operator_name, "-n", release_ns)["spec"]["template"]["spec"]["containers"][0]["args"][1] == "operator"
+    for verb_resource in (("patch", "deployments"), ("list", "pods"), ("create", "services"), ("create", "secrets"), ("get", "leases")):
+        assert not can_i(cp, admission, *verb_resource, "-A" if verb_resource[1] != "leases" else f"-n={release_ns}"), verb_resource
+    assert can_i(cp, operator, "patch", "deployments", "-n", "default")
+    assert can_i(cp, operator, "create", "secrets", "-n", "default")
+    for verb in ("get", "list", "watch", "update"):
+        assert not can_i(cp, operator, verb, "secrets", "-n", "default"), verb
+    assert not can_i(cp, operator, "list", "services", "-n", "default")
+    assert not can_i(cp, operator, "get", "mutatingwebhookconfigurations")
+
+
+def check_network_policy(cp, objects, namespace):
+    """The policy as stored by the API server guards the named port `mcp`, and the injector never
+    puts a sidecar on a port the policy leaves open (an override outside 9000-9199 is refused)."""
+    [policy] = [d for d in objects if d["kind"] == "NetworkPolicy"]
+    stored = cp.kubectl_json("get", "networkpolicy", policy["metadata"]["name"], "-n", namespace)["spec"]
+    guarded, open_rule = stored["ingress"]
+    assert guarded["ports"] == [{"port": "mcp", "protocol": "TCP"}]
+    open_tcp = [(p["port"], p.get("endPort", p["port"])) for p in open_rule["ports"] if p["protocol"] == "TCP"]
+    for port, injected in (("9100", True), ("9199", True), ("9300", False), ("8080", False)):
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": f"override-{port}", "labels": {BACKEND: "redis"}, "annotations": {"mcp-sidecar.dox/port": port}},
+               "spec": {"automountServiceAccountToken": False, "containers": [{"name": "redis", "image": "redis:7"}]}}
+        done = cp.kubectl("create", "-n", namespace, "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(pod))
+        stored_pod = json.loads(done.stdout)
+        ports = [p["containerPort"] for c in stored_pod["spec"].get("initContainers", []) + stored_pod["spec"]["containers"]
+                 if c["name"] == "mcp-sidecar" for p in c.get("ports", []) if p.get("name") == "mcp"]
+        if injected:
+            assert ports == [int(port)], ports
+            assert not [r for r in open_tcp if r[0] <= int(port) <= r[1]], (port, open_tcp)
+        else:
+            assert ports == [] and "9000-9199" in done.stderr, done.stderr
 
 
 def run_helm_test_script(cp, helm, release, release_ns, namespace, tmp_path):
