@@ -2,8 +2,12 @@
 
 System indices (``.security-*``, ``.kibana*``, ``.tasks`` ...) hold credentials and other tenants'
 state; the sidecar usually runs with the datastore's superuser, so it must not become a way to read
-them. Every name starting with ``.`` is refused (in comma lists, after ``-`` or ``cluster:``), and
-wildcards are expanded to open, non-hidden indices only. ``ES_ALLOW_SYSTEM_INDICES=true`` lifts both.
+them. Every name starting with ``.`` is refused (in comma lists, after ``-`` or ``cluster:``) except a
+data stream's backing index (``.ds-logs-app-…``: user data). Wildcards are expanded to open, non-hidden
+indices only (all system indices of Elasticsearch 8 are hidden), and the expression is resolved
+(``_resolve/index``, cached briefly) so that neither a legacy non-hidden dot index matched by a
+wildcard nor an innocent-looking alias onto a system index gets through: the first is excluded, the
+second refused. ``ES_ALLOW_SYSTEM_INDICES=true`` lifts all of it.
 
 Aggregations are bounded in the request (bucket and hit sizes clamped, ``scripted_metric`` refused
 unless allowed), because the client parses a whole answer at once: a ``terms`` agg with size 65,536
@@ -14,11 +18,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 from sidecars.common import capping
 from sidecars.common.config import Limits
 from sidecars.common.tools import fail
+from elasticsearch import NotFoundError
+from mcp.server.mcpserver.exceptions import ToolError
 
 ALLOW_ENV = "ES_ALLOW_SYSTEM_INDICES"
 SCRIPTED_ENV = "ES_ALLOW_SCRIPTED_METRIC"
@@ -28,6 +35,9 @@ BUCKET_SIZED = frozenset({"terms", "significant_terms", "significant_text", "mul
                           "categorize_text", "frequent_item_sets"})
 TOP_HITS_MAX = 10
 MAX_AGG_DEPTH = 12
+RESOLVE_TTL = 10.0
+#: Backing indices of data streams and their failure stores: user data behind a dot name.
+DATA_STREAM_PREFIXES = (".ds-", ".fs-")
 
 
 def _show(name: str) -> str:
@@ -36,8 +46,10 @@ def _show(name: str) -> str:
 
 
 class IndexGuard:
-    def __init__(self, allow_system: bool):
+    def __init__(self, allow_system: bool, client=None):
         self.allow_system = allow_system
+        self.client = client
+        self._resolved: dict[str, tuple[float, str | Exception]] = {}
         #: ``expand_wildcards`` for every API that takes it: ``*`` and ``_all`` never reach hidden
         #: (system) indices unless allowed; ``None`` keeps Elasticsearch's own default.
         self.expand = None if allow_system else "open"
@@ -52,6 +64,8 @@ class IndexGuard:
         part = part.rsplit(":", 1)[-1].strip().strip('"').strip()
         if part.startswith("<"):  # date math: <.logs-{now/d}>
             part = part[1:]
+        if part.startswith(DATA_STREAM_PREFIXES):
+            part = part[4:]  # .ds-logs-app-… is user data; .ds-.fleet-… is a system data stream
         return part.startswith(".")
 
     def check(self, expression: str | None) -> None:
@@ -65,7 +79,45 @@ class IndexGuard:
     def visible(self, name: str | None) -> bool:
         """Rows of list tools and hits whose index is a system index are dropped (defence in depth:
         an alias or a non-hidden dot index could still match a wildcard)."""
-        return self.allow_system or not (name or "").startswith(".")
+        return self.allow_system or not self.system(name or "")
+
+    async def scope(self, expression: str) -> str:
+        """The index expression to send: explicit system names and aliases onto system indices refused,
+        system indices a wildcard would match (legacy non-hidden dot indices) excluded by name."""
+        self.check(expression)
+        if self.allow_system or self.client is None:
+            return expression
+        now = time.monotonic()
+        hit = self._resolved.get(expression)
+        if hit is None or now - hit[0] > RESOLVE_TTL:
+            try:
+                hit = (now, await self._resolve(expression))
+            except ToolError as exc:
+                hit = (now, exc)
+            except NotFoundError:
+                # A missing explicit name: nothing to leak; the call itself reports it (or a write creates it).
+                return expression
+            if len(self._resolved) > 512:
+                self._resolved.clear()
+            self._resolved[expression] = hit
+        if isinstance(hit[1], Exception):
+            raise hit[1]
+        return hit[1]
+
+    async def _resolve(self, expression: str) -> str:
+        resolved = (await self.client.indices.resolve_index(name=expression, expand_wildcards="open")).body
+        hidden: list[str] = [i["name"] for i in resolved.get("indices", []) if self.system(i.get("name", ""))]
+        hidden += [a["name"] for a in resolved.get("aliases", [])
+                   if any(self.system(i) for i in a.get("indices", [])) and not self.system(a.get("name", ""))]
+        if not hidden:
+            return expression
+        explicit = {n.strip() for n in expression.split(",") if "*" not in n}
+        named = [n for n in hidden if n in explicit]
+        if named:  # an explicit alias (or name) onto a system index
+            raise fail(self.refused(named[0]) + " (it points at one)")
+        # Exclusions do not apply to `_all` (an invalid name once combined): `*` means the same.
+        parts = ["*" if p.strip() == "_all" else p for p in expression.split(",")]
+        return ",".join([*parts, *(f"-{n}" for n in sorted(hidden))])
 
     # ------------------------------------------------------------------ ES|QL
     _TOKEN = re.compile(r'"""(?:.|\n)*?"""|"(?:[^"\\\n]|\\.)*"|`[^`]*`|//[^\n]*|/\*(?:.|\n)*?\*/|\||,|[^\s,|"`]+',

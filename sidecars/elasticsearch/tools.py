@@ -45,7 +45,7 @@ def register(sidecar: Sidecar) -> None:
     imax = limits.max_items
     timeout = f"{int(sidecar.settings.backend_timeout * 1000)}ms"
     es_settings = sidecar.backend.settings
-    guard = IndexGuard(es_settings.allow_system_indices)
+    guard = IndexGuard(es_settings.allow_system_indices, es)
     wild = guard.expand
     # Hits of one search: half of what the transport reads at once, the rest is metadata and aggregations.
     sizes = DocSizes(es, budget=sidecar.backend.read_cap // 2, expand_wildcards=wild)
@@ -68,8 +68,7 @@ def register(sidecar: Sidecar) -> None:
     @tool.read("Get index mappings")
     async def get_mappings(index: Index) -> m.Mappings:
         """The field mappings of an index (or of every index matching a pattern)."""
-        guard.check(index)
-        raw = await es.indices.get_mapping(index=index, expand_wildcards=wild)
+        raw = await es.indices.get_mapping(index=await guard.scope(index), expand_wildcards=wild)
         data, cut = fit({name: body.get("mappings", {}) for name, body in raw.body.items() if guard.visible(name)},
                         limits)
         return m.Mappings(mappings=data, truncated=cut)
@@ -84,8 +83,8 @@ def register(sidecar: Sidecar) -> None:
         """Search with the query DSL. At most MCP_MAX_ITEMS hits, fewer when documents are big (the
         answer says truncated); `source` filters returned fields, false returns none. Aggregation
         sizes are capped (buckets at MCP_MAX_ITEMS, top_hits at 10); scripted_metric is refused."""
-        guard.check(index)
         aggs, clamped = bound_aggs(aggs, limits, allow_scripted=es_settings.allow_scripted_metric)
+        index = await guard.scope(index)
         want = min(size, imax)
         if want and source is not False:
             want = await sizes.affordable_hits(index, want)  # big documents: fewer hits per answer
@@ -143,15 +142,14 @@ def register(sidecar: Sidecar) -> None:
     @tool.read("Count documents")
     async def count(index: Index, query: Query = None) -> m.CountResult:
         """How many documents match a query (all documents without one)."""
-        guard.check(index)
-        resp = await es.count(index=index, query=query, expand_wildcards=wild)
+        resp = await es.count(index=await guard.scope(index), query=query, expand_wildcards=wild)
         return m.CountResult(index=index, count=resp["count"])
 
     @tool.read("Get a document")
     async def get_document(index: Annotated[str, Field(min_length=1)], id: Annotated[str, Field(min_length=1)],
                            source: list[str] | None = None) -> m.Document:
         """One document by id; `source` limits the returned fields."""
-        guard.check(index)
+        await guard.scope(index)
         try:
             resp = await es.get(index=index, id=id, source_includes=source)
         except NotFoundError as exc:
@@ -167,8 +165,8 @@ def register(sidecar: Sidecar) -> None:
     @tool.read("Cluster health")
     async def cluster_health(index: str | None = None) -> m.ClusterHealth:
         """Cluster (or index) health: green, yellow or red, with shard counts."""
-        guard.check(index)
-        h = await es.cluster.health(index=index, timeout=timeout, expand_wildcards=wild if index else None)
+        h = await es.cluster.health(index=await guard.scope(index) if index else None, timeout=timeout,
+                                    expand_wildcards=wild if index else None)
         return m.ClusterHealth(cluster_name=h["cluster_name"], status=h["status"], number_of_nodes=h["number_of_nodes"],
                                active_shards=h["active_shards"], unassigned_shards=h["unassigned_shards"],
                                active_shards_percent=h["active_shards_percent_as_number"], timed_out=h["timed_out"])
@@ -176,9 +174,15 @@ def register(sidecar: Sidecar) -> None:
     @tool.read("Shards")
     async def get_shards(index: str | None = None) -> m.Shards:
         """Shard placement and state for an index pattern (all indices without one)."""
-        guard.check(index)
+        shown = None
+        if not guard.allow_system:  # `_cat/shards` has no expand_wildcards: keep the indices a wildcard may show
+            index = await guard.scope(index or "*")
+            resolved = (await es.indices.resolve_index(name=index, expand_wildcards="open")).body
+            shown = {i["name"] for i in resolved.get("indices", [])}
+            shown.update(b for d in resolved.get("data_streams", []) for b in d.get("backing_indices", []))
         rows = await es.cat.shards(index=index, format="json", h="index,shard,prirep,state,docs,store,node")
-        kept, cut = capping.items([r for r in rows.body if guard.visible(r.get("index"))], imax)
+        kept, cut = capping.items([r for r in rows.body if guard.visible(r.get("index"))
+                                   and (shown is None or r.get("index") in shown)], imax)
         return m.Shards(shards=[m.ShardInfo(index=r["index"], shard=int(r["shard"]), prirep=r["prirep"],
                                             state=r["state"], docs=_int(r.get("docs")), store=r.get("store"),
                                             node=r.get("node")) for r in kept], truncated=cut)
@@ -199,7 +203,7 @@ def register(sidecar: Sidecar) -> None:
     async def index_document(index: Annotated[str, Field(min_length=1)], document: dict[str, Any],
                              id: str | None = None, refresh: bool = False) -> m.WriteResult:
         """Create or replace a document (a new id is generated when `id` is omitted)."""
-        guard.check(index)
+        await guard.scope(index)
         resp = await es.index(index=index, id=id, document=document, refresh="true" if refresh else None)
         return m.WriteResult(index=resp["_index"], id=resp["_id"], result=resp["result"], version=resp["_version"])
 
@@ -207,7 +211,7 @@ def register(sidecar: Sidecar) -> None:
     async def delete_document(index: Annotated[str, Field(min_length=1)], id: Annotated[str, Field(min_length=1)],
                               refresh: bool = False) -> m.WriteResult:
         """Delete one document by id (never an index)."""
-        guard.check(index)
+        await guard.scope(index)
         try:
             resp = await es.delete(index=index, id=id, refresh="true" if refresh else None)
         except NotFoundError as exc:
