@@ -1,8 +1,9 @@
 """The Helm chart on a real node: the injector image built from Dockerfile.webhook runs as pods.
 
-`helm install` -> both replicas Ready -> the API server calls the webhook through the chart's
-Service (not a URL) -> `helm test` runs as a pod and passes -> `helm upgrade` keeps the generated
-certificate -> `helm uninstall` leaves nothing behind.
+`helm install` -> both admission replicas and the operator Ready -> the admission pods have no
+ServiceAccount token mounted, the operator has one and leads -> the API server calls the webhook
+through the chart's Service (not a URL) -> `helm test` runs as a pod and passes -> `helm upgrade`
+keeps the generated certificate -> `helm uninstall` leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tests.node.kube import (
     WEBHOOK_NAME,
     Helm,
     container_names,
+    exec_in,
     pods,
     project_version,
     ready_count,
@@ -39,18 +41,42 @@ def test_chart_install_test_upgrade_uninstall(cp, namespace, tmp_path):
              *values)
         installed = True
         objects = [d for d in yaml.safe_load_all(helm("get", "manifest", RELEASE, "-n", RELEASE_NS).stdout) if d]
-        deployment = next(d for d in objects if d["kind"] == "Deployment")["metadata"]["name"]
+        deployments = [d["metadata"]["name"] for d in objects if d["kind"] == "Deployment"]
+        [operator] = [n for n in deployments if n.endswith("-operator")]
+        [deployment] = [n for n in deployments if n != operator]
+        names = {"admission": deployment, "operator": operator}
 
-        # ---- both replicas really run the image built from Dockerfile.webhook
-        running = [p for p in pods(cp, RELEASE_NS, f"app.kubernetes.io/instance={RELEASE}")
-                   if p["metadata"]["name"].startswith(deployment)]
-        assert len(running) == 2, [p["metadata"]["name"] for p in running]
-        for p in running:
+        # ---- both admission replicas and the operator really run the image built from Dockerfile.webhook
+        by_deployment: dict[str, list[dict]] = {"admission": [], "operator": []}
+        for p in pods(cp, RELEASE_NS, f"app.kubernetes.io/instance={RELEASE}"):
+            owner = p["metadata"]["name"].rsplit("-", 2)[0]  # <deployment>-<replicaset hash>-<suffix>
+            for role, name in names.items():
+                if owner == name:
+                    by_deployment[role].append(p)
+        assert [len(by_deployment["admission"]), len(by_deployment["operator"])] == [2, 1], by_deployment
+        for p in by_deployment["admission"] + by_deployment["operator"]:
             assert p["status"]["phase"] == "Running"
             assert ready_count(p) == (1, 1)
             [status] = p["status"]["containerStatuses"]
             assert status["image"] == f"docker.io/mcp/sidecar-injector:{project_version()}"
             assert status["restartCount"] == 0
+
+        # ---- issue 11: the pod serving the unauthenticated admission endpoint holds no API token;
+        # the operator (its own pod and ServiceAccount) has one and holds the Lease
+        token_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+        probe = f"import os, sys; sys.exit(0 if os.path.exists({token_dir!r}) else 3)"
+        for p in by_deployment["admission"]:
+            assert not [v for v in p["spec"]["volumes"] if v["name"].startswith("kube-api-access")]
+            done = exec_in(cp, RELEASE_NS, p["metadata"]["name"], "injector", "python", "-c", probe, check=False)
+            assert done.returncode == 3, (done.returncode, done.stderr)
+        [op] = by_deployment["operator"]
+        assert op["spec"]["serviceAccountName"] != by_deployment["admission"][0]["spec"]["serviceAccountName"]
+        done = exec_in(cp, RELEASE_NS, op["metadata"]["name"], "operator", "python", "-c", probe, check=False)
+        assert done.returncode == 0, (done.returncode, done.stderr)
+        cp.wait_for(lambda: cp.kubectl_json("get", "lease", "mcp-sidecar-injector-operator", "-n", RELEASE_NS)["spec"].get("holderIdentity"),
+                    60, "the operator to take its Lease")
+        logs = cp.kubectl("logs", "-n", RELEASE_NS, op["metadata"]["name"], check=False).stdout
+        assert "cannot" not in logs or "system:serviceaccount:" not in logs, logs[-3000:]
 
         # ---- the API server calls the webhook through the chart's Service
         mwc = next(d for d in objects if d["kind"] == "MutatingWebhookConfiguration")["metadata"]["name"]
