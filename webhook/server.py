@@ -230,6 +230,7 @@ def serve(
         timeout_graceful_shutdown=drain_seconds,
         lifespan="on",
         http=guarded_protocol(request_timeout=REQUEST_TIMEOUT_SECONDS, max_connections=MAX_CONNECTIONS),
+        loop="webhook.httpguard:handshake_bounded_loop",
     )
     config.load()  # builds the SSLContext now, so the reloader can update the live one
     if config.ssl is not None and cert_file and key_file:

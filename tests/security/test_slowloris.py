@@ -161,6 +161,39 @@ def test_sidecar_cuts_slow_clients_and_refuses_beyond_its_connection_limit(redis
     assert "Traceback" not in redis_sidecar.output()
 
 
+def test_webhook_cuts_tls_handshakes_that_never_come(webhook):
+    """Before the protocol sees a TLS connection, its handshake must finish: asyncio's default gives it
+    60 s, at ~50 KiB each. Silent TCP connections are now closed after the handshake timeout."""
+    from webhook.httpguard import TLS_HANDSHAKE_TIMEOUT_SECONDS
+
+    pid = webhook.process.pid
+    before = proc_status_kib(pid, "VmRSS")
+    socks = [socket.create_connection(("127.0.0.1", webhook.port), timeout=5) for _ in range(500)]
+    opened = time.monotonic()
+    time.sleep(0.5)
+    during = proc_status_kib(pid, "VmRSS")
+    for sock in socks:
+        sock.setblocking(False)
+    open_count = len(socks)
+    while open_count and time.monotonic() - opened < TLS_HANDSHAKE_TIMEOUT_SECONDS + SLACK + 2:
+        time.sleep(0.25)
+        open_count = 0
+        for sock in socks:
+            try:
+                if sock.recv(1):
+                    open_count += 1
+            except BlockingIOError:
+                open_count += 1
+            except OSError:
+                pass
+    closed_after = time.monotonic() - opened
+    for sock in socks:
+        sock.close()
+    print(f"\n[handshake] webhook: 500 TCP connections without a ClientHello: RSS {before / 1024:.1f} -> "
+          f"{during / 1024:.1f} MiB, all closed after {closed_after:.1f}s ({open_count} still open)")
+    assert open_count == 0 and closed_after <= TLS_HANDSHAKE_TIMEOUT_SECONDS + SLACK + 1
+
+
 def _send_raw(host: str, port: int, data: bytes, context: ssl.SSLContext | None, read: bool = True) -> bytes:
     raw = socket.create_connection((host, port), timeout=10)
     sock = context.wrap_socket(raw, server_hostname="localhost") if context else raw
