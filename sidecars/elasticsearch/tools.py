@@ -95,7 +95,7 @@ def register(sidecar: Sidecar) -> None:
                                        filter_path=SEARCH_FIELDS)
                 break
             except ResponseTooLarge:
-                if want <= 1:
+                if want <= 1 or aggs:  # aggregations would be computed again for nothing
                     raise
                 want //= 4  # documents bigger than their index's average: fewer per answer
         body = resp.body
