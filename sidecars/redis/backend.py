@@ -45,9 +45,9 @@ class WriteOutcomeUnknown(RedisError):
 
 
 class BusyAwarePool(aioredis.BlockingConnectionPool):
-    async def get_connection(self, command_name=None, *keys, **options):
+    async def get_connection(self, *args, **options):
         try:
-            return await super().get_connection(command_name, *keys, **options)
+            return await super().get_connection(*args, **options)
         except RedisConnectionError as exc:
             if str(exc) == "No connection available.":
                 raise PoolBusy(f"all {self.max_connections} connection(s) to Redis are in use") from None

@@ -107,6 +107,8 @@ def cost(element: object) -> int:
     if element is None or isinstance(element, (bool, int, float)):
         return 24 + ELEMENT_OVERHEAD
     if isinstance(element, str):
+        if len(element) <= 64:  # hot path: no JSON encoding; 24 bytes is the most one character can cost
+            return 24 * len(element) + 8 + ELEMENT_OVERHEAD
         structured = json.dumps(element)  # ensure_ascii: the larger of the two ways a server may write it
         # The text block is the result as JSON (non-ASCII kept), itself written as a JSON string.
         text = json.dumps(json.dumps(element, ensure_ascii=False))

@@ -481,3 +481,34 @@ def test_an_exhausted_connection_pool_says_busy_not_unreachable():
     assert second.is_error and "busy" in error_text(second) and "unreachable" not in error_text(second)
     assert took < 2.5
     assert health["status"] == "ok"
+
+
+def test_resp_reader_keeps_only_the_head_of_an_oversized_element(redis_server):
+    """protocol.py hooks redis-py's private parser (``_read``): if an upgrade moves it, this fails
+    instead of the sidecar silently holding whole elements again."""
+    import asyncio
+
+    from sidecars.common.config import Limits
+    from sidecars.redis.backend import RedisBackend
+    from sidecars.redis.config import RedisSettings
+    from sidecars.redis.protocol import CutBytes
+
+    redis_server.command("SET", "reader:big", "z" * 3_000_000)
+    redis_server.command("RPUSH", "reader:list", "a", "y" * 2_000_000, "b")
+
+    async def go():
+        backend = RedisBackend(RedisSettings(host=redis_server.host, port=redis_server.port), timeout=5,
+                               limits=Limits(max_value_bytes=1024, max_result_bytes=4096))
+        try:
+            whole = await backend.client.get("reader:big")
+            items = await backend.client.lrange("reader:list", 0, -1)
+            after = await backend.client.get("reader:big")  # the connection is reusable after a skip
+            return whole, items, after
+        finally:
+            await backend.close()
+
+    whole, items, after = asyncio.run(go())
+    assert isinstance(whole, CutBytes) and whole.length == 3_000_000 and whole == whole and len(whole) == 1025
+    assert items[0] == b"a" and items[2] == b"b"
+    assert isinstance(items[1], CutBytes) and items[1].length == 2_000_000 and bytes(items[1]) == b"y" * 1025
+    assert isinstance(after, CutBytes) and after.length == 3_000_000
