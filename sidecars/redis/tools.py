@@ -227,9 +227,12 @@ def register(sidecar: Sidecar) -> None:
                     break
                 page.append(got[0])
             if len(page) < len(batch):
+                budget.left = saved if found or count > 1 else budget.left
                 if found:  # resume from this batch next time
-                    budget.left = saved
                     break
+                if count > 1:
+                    count = max(1, count // 4)  # ask the same cursor for less
+                    continue
                 truncated = True  # a single batch larger than the budget: its tail is cut and marked
             found.extend(page)
             cursor = next_cursor
