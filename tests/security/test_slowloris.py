@@ -194,6 +194,43 @@ def test_webhook_cuts_tls_handshakes_that_never_come(webhook):
     assert open_count == 0 and closed_after <= TLS_HANDSHAKE_TIMEOUT_SECONDS + SLACK + 1
 
 
+def test_webhook_caps_the_request_bytes_held_at_once(webhook):
+    """256 connections each sending most of a 6 MiB review and then stalling would hold 1.6 GB; the
+    bytes of bodies being read at once are capped (32 MiB) and the excess is answered 503 at once."""
+    context = ssl.create_default_context(cafile=str(webhook.ca_file))
+    head = (b"POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: 6000000\r\n\r\n")
+    part = b" " * (2 * 1024 * 1024)
+    socks = []
+    try:
+        for _ in range(24):  # 48 MiB offered
+            sock = context.wrap_socket(socket.create_connection(("127.0.0.1", webhook.port), timeout=10),
+                                       server_hostname="localhost")
+            try:
+                sock.sendall(head + part)
+            except OSError:
+                pass  # already answered 503 and closed
+            socks.append(sock)
+        time.sleep(1.0)
+        answers = []
+        for sock in socks:
+            sock.settimeout(0.2)
+            try:
+                answers.append(sock.recv(200))
+            except (TimeoutError, OSError):
+                answers.append(b"")
+        hwm = proc_status_kib(webhook.process.pid, "VmHWM")
+    finally:
+        for sock in socks:
+            sock.close()
+    busy = sum(1 for a in answers if a.startswith(b"HTTP/1.1 503"))
+    print(f"\n[bodies] webhook: 24 stalled 6 MB reviews (2 MiB sent each): {busy} answered 503 at once, "
+          f"{len(answers) - busy} held; VmHWM {hwm / 1024:.1f} MiB")
+    assert busy >= 24 - webhook_server.MAX_INFLIGHT_BODY_BYTES // len(part) - 1
+    assert all(a == b"" or a.startswith(b"HTTP/1.1 503") for a in answers)
+    assert hwm < 200 * 1024
+
+
 def _send_raw(host: str, port: int, data: bytes, context: ssl.SSLContext | None, read: bool = True) -> bytes:
     raw = socket.create_connection((host, port), timeout=10)
     sock = context.wrap_socket(raw, server_hostname="localhost") if context else raw
