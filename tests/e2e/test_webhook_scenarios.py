@@ -260,3 +260,26 @@ def test_webhook_down_with_failure_policy_ignore_never_blocks(control_plane, inj
     finally:
         silent.close()
         control_plane.register_mutating_webhook(injector.url + "/mutate", injector.ca_pem)
+
+
+def test_auth_token_volume_is_stored_and_the_opt_out_warns_the_kubectl_user(control_plane, injector, namespace):
+    """Auth on by default (issue 11): the API server stores the Secret volume (restricted allows it);
+    `mcp-sidecar.dox/auth: none` is admitted with a warning kubectl shows, every time."""
+    _, stderr = create(control_plane, namespace, pod_manifest("with-token"))
+    pod = get_pod(control_plane, namespace, "with-token")
+    [sidecar] = sidecars(pod)
+    assert {"name": "MCP_AUTH_TOKEN_FILE", "value": "/var/run/secrets/mcp-sidecar/token"} in sidecar["env"]
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "mcp-sidecar-auth")
+    assert volume["secret"]["secretName"] == "mcp-sidecar-token" and volume["secret"]["optional"] is True
+    assert all(m["name"] != "mcp-sidecar-auth" for c in pod["spec"]["containers"] if c["name"] != "mcp-sidecar"
+               for m in c.get("volumeMounts") or [])
+    assert "Warning" not in stderr
+
+    for name in ("open-1", "open-2"):
+        _, stderr = create(control_plane, namespace, pod_manifest(name, annotations={"mcp-sidecar.dox/auth": "none"}))
+        assert "Warning: mcp-sidecar: authentication is off" in stderr and "without a credential" in stderr
+        [sidecar] = sidecars(get_pod(control_plane, namespace, name))
+        assert {"name": "MCP_AUTH", "value": "none"} in sidecar["env"]
+
+    _, stderr = create(control_plane, namespace, pod_manifest("typo", annotations={"mcp-sidecar.dox/auth": "off"}))
+    assert "mcp-sidecar.dox/auth" in stderr and sidecars(get_pod(control_plane, namespace, "typo")) == []
