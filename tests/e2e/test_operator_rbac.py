@@ -170,12 +170,16 @@ def denied(log: str, resource: str, verb: str) -> list[str]:
 
 
 class OperatorProcess:
+    """`mcp-sidecar operator`, healing on. The 12 s heal grace makes the operator come back to the
+    missed pod later (``_retry``: the only `get pods`), long after it first saw it even on a busy
+    machine."""
+
     def __init__(self, workdir: Path, kubeconfig: Path, *args: str):
         self.log_file = workdir / "operator.log"
         self._log = open(self.log_file, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "webhook.cli", "--log-level", "info", "operator", "--kubeconfig", str(kubeconfig),
-             "--heal", "--heal-interval", "1", "--heal-grace", "6", "--resync-seconds", "2", "--watch-seconds", "5", *args],
+             "--heal", "--heal-interval", "1", "--heal-grace", "12", "--resync-seconds", "2", "--watch-seconds", "5", *args],
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
 
     def log(self) -> str:
