@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,8 +71,10 @@ def test_operator_creates_the_token_secret_once_and_never_overwrites_it(control_
     cp.apply(deployment("plain", bystander, labelled=False))
     operator = Operator(cp, tmp_path)
     try:
+        t0 = time.monotonic()
         cp.apply(deployment("cache", namespace))
         created = cp.wait_for(lambda: secret(cp, namespace), 60, "the token Secret")
+        print(f"\n[token] Secret created {time.monotonic() - t0:.2f}s after the labelled Deployment (operator just started)")
         assert created["type"] == "Opaque"
         assert created["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "mcp-sidecar-injector",
                                                  "mcp-sidecar.dox/token": "true"}
