@@ -44,7 +44,7 @@ READ_BUDGET = 8 * 1024 * 1024
 #: Redis's sampled estimate is used and the RESP reader's cap is what bounds memory.
 EXACT_SIZE_MAX_ELEMENTS = 100_000
 PAGE_ROUNDS = 8  # LRANGE/ZRANGE pages per call: small pages when the key's average element is big
-MGET_BATCH = 16  # GETRANGEs per pipeline: at most 16 x MCP_MAX_VALUE_BYTES in flight
+MGET_BATCH = 16  # GETRANGEs per pipeline (fewer when 16 x MCP_MAX_VALUE_BYTES would exceed READ_BUDGET)
 #: Bytes one cut element may cost in the response at worst, per byte of head (\\u escapes twice).
 WORST_PER_BYTE = 13
 
@@ -97,11 +97,12 @@ def register(sidecar: Sidecar) -> None:
         if not isinstance(b, bytes):
             b = str(b).encode()
         length = b.length if isinstance(b, CutBytes) else None
-        el, cut = head(b, vmax, length)
-        c = cost(el)
-        if budget.take(c):
-            return el, cut
+        if enc.MIN_PER_BYTE * min(len(b), vmax) + enc.ELEMENT_OVERHEAD <= budget.left:  # else: cannot fit
+            el, cut = head(b, vmax, length)
+            if budget.take(cost(el)):
+                return el, cut
         if not first:
+            budget.spent = True
             return None
         room = max(0, (budget.left - 512) // WORST_PER_BYTE)
         el, _ = head(b[:room], room, length if length is not None else len(b))
@@ -177,8 +178,9 @@ def register(sidecar: Sidecar) -> None:
         kept, truncated = capping.items(keys, imax)
         budget = Budget(limits.max_result_bytes)
         values: list[m.StringValue] = []
-        for i in range(0, len(kept), MGET_BATCH):
-            batch = kept[i:i + MGET_BATCH]
+        per_batch = max(1, min(MGET_BATCH, READ_BUDGET // (vmax + 1)))  # replies in flight: <= READ_BUDGET
+        for i in range(0, len(kept), per_batch):
+            batch = kept[i:i + per_batch]
             async with r.pipeline(transaction=False) as p:
                 for k in batch:
                     p.getrange(raw(k), 0, vmax)

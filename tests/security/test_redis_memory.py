@@ -133,3 +133,27 @@ def test_event_loop_stays_responsive_during_a_big_mget(hostile):
     worst, _ = asyncio.run(go())
     print(f"\nworst /livez latency during 4 concurrent big mgets: {worst * 1000:.0f} ms")
     assert worst < 0.25, f"/livez took {worst:.2f} s"
+
+
+def test_the_largest_value_cap_still_fits_the_result_budget():
+    """MCP_MAX_VALUE_BYTES at its 8 MiB maximum with 4 MB values that escape worst (control characters)
+    or do not decode at all: answers stay under MCP_MAX_RESULT_BYTES and memory under the limit."""
+    import redis
+
+    with RedisServer() as server:
+        r = redis.Redis(host=server.host, port=server.port)
+        r.set("ctl", b"\x01" * 4_000_000)
+        r.set("bin", os.urandom(4_000_000))
+        r.rpush("mixed", b'"' * 3_000_000, os.urandom(3_000_000))
+        r.close()
+        env = redis_env(server, MCP_AUTH="none", MCP_MAX_VALUE_BYTES=str(8 * 1024 * 1024))
+        with SidecarProcess("redis", env) as sidecar:
+            for tool, args in [("get", {"key": "ctl"}), ("get", {"key": "bin"}), ("mget", {"keys": ["ctl", "bin"] * 8}),
+                               ("lrange", {"key": "mixed"})]:
+                Path(f"/proc/{sidecar.proc.pid}/clear_refs").write_text("5")
+                resp = _post(sidecar, tool, args)
+                peak_mib = _status_kib(sidecar.proc.pid, "VmHWM") / 1024
+                print(f"\n8 MiB cap, {tool}: response {len(resp.content)} bytes, peak RSS {peak_mib:.1f} MiB")
+                result = resp.json()["result"]
+                assert not result.get("isError") and result["structuredContent"]["truncated"] is True
+                assert len(resp.content) <= BUDGET and peak_mib < LIMIT_MIB
