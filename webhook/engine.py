@@ -139,6 +139,8 @@ def _schema_problem(metadata: Mapping[str, Any], spec: Mapping[str, Any]) -> str
         if problem := _list_of_maps(spec, key, "spec"):
             return problem
     for volume in spec.get("volumes") or []:
+        if not isinstance(volume.get("name", ""), str):
+            return "spec.volumes[].name is not a string"
         secret = volume.get("secret")
         if secret is not None and (not isinstance(secret, dict) or not isinstance(secret.get("secretName", ""), str)):
             return "spec.volumes[].secret is not an object with a string secretName"

@@ -62,6 +62,7 @@ MALFORMED = {
     "env-name-list": _set(C0 + ("env", 0, "name"), ["REDIS_PASSWORD"]),
     "volumeMounts-null-entry": _set(C0 + ("volumeMounts",), [None]),
     "volumes-int": _set(("spec", "volumes"), 9000),
+    "volume-name-list": _set(("spec", "volumes", 0, "name"), ["pw"]),
     "secret-items-str": _set(("spec", "volumes", 0, "secret"), {"secretName": "r", "items": "pw"}),
     "initContainers-zero": _set(("spec", "initContainers"), 0),
     "containers-entry-string": _set(("spec", "containers"), ["redis"]),
@@ -178,3 +179,17 @@ def test_image_repository_resolves_like_a_registry():
     assert image_repository("mcp/redis:1") == "docker.io/mcp/redis"
     assert image_repository("localhost:5000/mcp/redis:1@sha256:" + "0" * 64) == "localhost:5000/mcp/redis"
     assert image_allowed("redis:7", ("docker.io/library/redis",)) and not image_allowed("redis:7", ())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_mutated_reviews_never_raise_in_the_engine(seed):
+    """In process, so many more reviews than the real-server fuzz (tests/security) can afford: no
+    mutation may reach the engine-bug path (which would admit the pod unchanged, hiding the bug)."""
+    from tests.security.mutations import encode, mutated_reviews
+
+    for index, doc in enumerate(mutated_reviews(seed, 3000)):
+        try:
+            outcome = review(encode(doc), CONFIG)
+        except BadReview:
+            continue
+        assert outcome.error is None, f"seed {seed} index {index}: {outcome.error!r}"
