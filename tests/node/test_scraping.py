@@ -209,7 +209,15 @@ def test_prometheus_and_vmagent_scrape_workloads_sidecar_and_injector(cp, inject
         """The release's Ready injector pods right now (other sessions' `helm upgrade` may roll them)."""
         out = {}
         for p in pods(cp, injector.namespace, f"app.kubernetes.io/instance={injector.release}"):
-            if (p["metadata"]["name"].startswith(injector.deployment + "-") and p["status"].get("podIP")
+            if (p["metadata"]["name"].startswith(injector.deployment + "-operator-") and p["status"].get("podIP")
+                    and not p["metadata"].get("deletionTimestamp") and ready_count(p) == (1, 1)):
+                # the operator (its own Deployment since issue 11): plain-HTTP metrics on 9090
+                annotations = p["metadata"]["annotations"]
+                assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"],
+                        annotations["prometheus.io/path"], annotations["prometheus.io/scheme"]) == \
+                    ("true", "9090", "/metrics", "http"), annotations
+                out[(ANNOTATION_JOB, injector.namespace, p["metadata"]["name"])] = f"{p['status']['podIP']}:9090"
+            elif (p["metadata"]["name"].startswith(injector.deployment + "-") and p["status"].get("podIP")
                     and not p["metadata"].get("deletionTimestamp") and ready_count(p) == (1, 1)):
                 annotations = p["metadata"]["annotations"]
                 assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"],

@@ -6,7 +6,7 @@
 2. a labelled StatefulSet and a labelled Deployment start: their pods run 1/1 Ready, no sidecar;
 3. `mcp-sidecar audit -n NS -o json` lists both as ``missed``; ``--fail-on missed`` exits 1;
 4. `helm upgrade` with the fixture's values plus ``--set operator.healing=true`` (the chart passes
-   ``--heal`` to `mcp-sidecar serve`, whose operator runs inside the injector pods): the operator
+   ``--heal`` to `mcp-sidecar operator`, the chart's operator Deployment): the operator
    evicts the missed pods (one per heal interval, the rest at its next sweep), their controllers
    recreate them injected, 2/2 Ready; the audit says injected; Events MCPSidecarMissed/Healing.
 
@@ -119,8 +119,10 @@ def _dry_run_injected(cp, namespace: str) -> bool:
 
 
 def _serve_args(cp, injector) -> tuple[list[str], int]:
+    """(the operator's args, the admission replicas): healing is a flag of the operator Deployment."""
+    operator = cp.kubectl_json("get", "deployment", f"{injector.deployment}-operator", "-n", injector.namespace)
     deployment = cp.kubectl_json("get", "deployment", injector.deployment, "-n", injector.namespace)
-    return deployment["spec"]["template"]["spec"]["containers"][0]["args"], deployment["spec"]["replicas"]
+    return operator["spec"]["template"]["spec"]["containers"][0]["args"], deployment["spec"]["replicas"]
 
 
 def test_outage_pods_start_uninjected_audit_reports_missed_healing_injects(cp, injector, namespace):
@@ -205,7 +207,7 @@ def test_outage_pods_start_uninjected_audit_reports_missed_healing_injects(cp, i
             injected = cp.wait_for(healed, 240, "the operator to evict both missed pods and them to come back 2/2",
                                    interval=2)
         except Exception as exc:
-            logs = cp.kubectl("logs", "-n", injector.namespace, f"deployment/{injector.deployment}", "--tail=40",
+            logs = cp.kubectl("logs", "-n", injector.namespace, f"deployment/{injector.deployment}-operator", "--tail=40",
                               check=False).stdout
             raise AssertionError(f"{exc}\n{describe(cp, namespace, SELECTOR)}\n{logs}") from None
         timings["healing (both pods 2/2)"] = time.monotonic() - healing_started
