@@ -8,6 +8,7 @@ Aggregation sizes and ES|QL rows are bounded in the request, answers while they 
 """
 
 import json
+from dataclasses import replace
 from typing import Annotated, Any
 
 from elasticsearch import ApiError, NotFoundError
@@ -40,7 +41,9 @@ def _int(value: Any) -> int | None:
 
 def register(sidecar: Sidecar) -> None:
     es = sidecar.backend.client
-    limits = sidecar.settings.limits
+    # The result travels twice in an MCP answer (structuredContent and its JSON text block): half the
+    # budget each keeps the whole HTTP response within MCP_MAX_RESULT_BYTES.
+    limits = replace(sidecar.settings.limits, max_result_bytes=sidecar.settings.limits.max_result_bytes // 2)
     tool = sidecar.registry
     imax = limits.max_items
     timeout = f"{int(sidecar.settings.backend_timeout * 1000)}ms"

@@ -6,6 +6,10 @@ body is read in chunks up to a byte cap (``Content-Length`` is checked first, so
 answer costs nothing), and a body whose *parsed* size would blow the memory budget is refused too:
 JSON like ``[{},{},...]`` grows ~24x as Python objects, so bytes alone are not a bound.
 
+Answers read at the same time share one budget of in-flight bytes (``pool_cap``): 32 parallel
+searches of ~1 MB each peaked at 136 MiB without it. A read that would pass it is refused as busy
+(waiting while holding half an answer could deadlock the readers against each other).
+
 The refusal is a ``RuntimeError`` subclass: the transport re-raises those untouched, so an oversized
 answer is neither retried nor taken for a dead node.
 """
@@ -36,13 +40,39 @@ class ResponseTooLarge(RuntimeError):
             "ask for less: a smaller size or fewer buckets, `source` filtering, or a narrower index pattern")
 
 
+class SidecarBusy(ResponseTooLarge):
+    """Other answers being read at the same time already use the shared read budget."""
+
+    def __init__(self, pool: int):
+        RuntimeError.__init__(
+            self, f"the sidecar is busy reading other large answers ({pool:,} bytes at once, set by "
+            "MCP_MAX_RESULT_BYTES); try again, or ask for less")
+        self.limit, self.size, self.parsed = pool, None, False
+
+
+class _Pool:
+    def __init__(self, cap: int):
+        self.cap, self.used = cap, 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.cap:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
 def parsed_estimate(body: bytes) -> int:
     """An upper estimate of the memory ``json.loads(body)`` takes."""
     return len(body) + _PER_OBJECT * body.count(b"{") + _PER_ARRAY * body.count(b"[") + _PER_ITEM * body.count(b",")
 
 
-def bounded_node(read_cap: int, parse_cap: int) -> type[AiohttpHttpNode]:
-    """A node class whose answers are at most ``read_cap`` bytes and ``parse_cap`` estimated parsed bytes."""
+def bounded_node(read_cap: int, parse_cap: int, pool_cap: int | None = None) -> type[AiohttpHttpNode]:
+    """A node class whose answers are at most ``read_cap`` bytes and ``parse_cap`` estimated parsed bytes,
+    and whose concurrent reads hold at most ``pool_cap`` bytes together (3 answers' worth by default)."""
+    pool = _Pool(pool_cap or 3 * read_cap)
 
     class BoundedResponse(aiohttp.ClientResponse):
         async def read(self) -> bytes:
@@ -61,11 +91,16 @@ def bounded_node(read_cap: int, parse_cap: int) -> type[AiohttpHttpNode]:
             if self.content_length is not None and self.content_length > read_cap:
                 raise ResponseTooLarge(read_cap, self.content_length)
             buf = bytearray()
-            async for chunk in self.content.iter_any():
-                if len(buf) + len(chunk) > read_cap:
-                    raise ResponseTooLarge(read_cap)
-                buf += chunk
-            body = bytes(buf)
+            try:
+                async for chunk in self.content.iter_any():
+                    if len(buf) + len(chunk) > read_cap:
+                        raise ResponseTooLarge(read_cap)
+                    if not pool.take(len(chunk)):
+                        raise SidecarBusy(pool.cap)
+                    buf += chunk
+                body = bytes(buf)
+            finally:
+                pool.give(len(buf))
             del buf
             estimate = parsed_estimate(body)
             if estimate > parse_cap:

@@ -26,6 +26,9 @@ RESULT_BUDGET = 1024 * 1024  # MCP_MAX_RESULT_BYTES default
 WIDE_DOCS = 30_000  # one 1,000-byte keyword each: a terms/composite agg over it is ~33 MB of JSON
 FAT_DOCS = 1_500  # 40 KB of source each, 15 groups: top_hits 100 per group is ~60 MB of JSON
 DENSE_ITEMS = 190_000  # one 1.5 MB document of {"b":1} objects: ~25x its size as Python objects
+DENSE_SMALL_ITEMS = 75_000  # 600 KB of {"b":1}: within one answer's caps, ~14 MB parsed
+PARALLEL = 16
+PARALLEL_SEARCHES = 32  # the sidecar's connection pool to Elasticsearch
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,8 @@ def es_big():
                 for i in range(start, start + 250)))
         node.request("PUT", "/dense", {"settings": {"number_of_replicas": 0, "number_of_shards": 1}})
         node.request("PUT", "/dense/_doc/1", '{"a":[%s]}' % ",".join(['{"b":1}'] * DENSE_ITEMS))
+        for i in range(PARALLEL):
+            node.request("PUT", f"/dense/_doc/small-{i}", '{"a":[%s]}' % ",".join(['{"b":1}'] * DENSE_SMALL_ITEMS))
         node.request("POST", "/_refresh")
         yield node
 
@@ -132,3 +137,70 @@ def test_scripted_metric_is_refused_before_reaching_elasticsearch(es_big):
             "combine_script": "return state.x", "reduce_script": "return states"}}}})
         text = result["content"][0]["text"]
         assert result["isError"] is True and "scripted_metric" in text and "ES_ALLOW_SCRIPTED_METRIC" in text, text
+
+
+def test_parallel_answers_share_one_memory_budget(es_big):
+    """Sixteen answers that each fit the per-answer caps (~14 MB as Python objects each), at once: they
+    share one read budget, and calls past it are told the sidecar is busy."""
+    import asyncio
+
+    async def one(client: httpx.AsyncClient, url: str, i: int) -> tuple[dict, int]:
+        resp = await client.post(url, json={"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
+            "name": "get_document", "arguments": {"index": "dense", "id": f"small-{i}"}}})
+        assert resp.status_code == 200, resp.text[:300]
+        return resp.json()["result"], len(resp.content)
+
+    async def all_at_once(url: str) -> list[tuple[dict, int]]:
+        headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18",
+                   "Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(headers=headers, timeout=120) as client:
+            return await asyncio.gather(*(one(client, url, i) for i in range(PARALLEL)))
+
+    with _sidecar(es_big) as sidecar:
+        time.sleep(1.2)
+        idle = _rss_mib(sidecar.proc.pid, "VmRSS")
+        _reset_peak(sidecar.proc.pid)
+        results = asyncio.run(all_at_once(sidecar.url))
+        peak = _rss_mib(sidecar.proc.pid)
+        served = [r for r, _ in results if not r.get("isError")]
+        refused = [r["content"][0]["text"] for r, _ in results if r.get("isError")]
+        print(f"\n[es-memory] {PARALLEL} parallel get_document of 600 KB dense documents: idle {idle:.1f} MiB, "
+              f"peak RSS {peak:.1f} MiB, served {len(served)}, refused {len(refused)}, "
+              f"max response {max(w for _, w in results):,} bytes {refused[:1]}")
+        assert sidecar.alive() and peak < LIMIT_MIB, f"peak RSS {peak:.0f} MiB"
+        assert served, "at least one answer fits"
+        assert all("busy" in text for text in refused), refused
+
+
+def test_parallel_big_searches_share_one_read_budget(es_big):
+    """32 searches at once, each answered with ~1 MB of 40 KB documents (each within its own caps): the
+    bytes being read at the same time are bounded together; calls past that are told to retry."""
+    import asyncio
+
+    async def one(client: httpx.AsyncClient, url: str, i: int) -> tuple[dict, int]:
+        resp = await client.post(url, json={"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
+            "name": "search", "arguments": {"index": "fat", "size": 100, "offset": i}}})
+        assert resp.status_code == 200, resp.text[:300]
+        return resp.json()["result"], len(resp.content)
+
+    async def all_at_once(url: str) -> list[tuple[dict, int]]:
+        headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18",
+                   "Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(headers=headers, timeout=120,
+                                     limits=httpx.Limits(max_connections=PARALLEL_SEARCHES)) as client:
+            return await asyncio.gather(*(one(client, url, i) for i in range(PARALLEL_SEARCHES)))
+
+    with _sidecar(es_big) as sidecar:
+        time.sleep(1.2)
+        idle = _rss_mib(sidecar.proc.pid, "VmRSS")
+        _reset_peak(sidecar.proc.pid)
+        results = asyncio.run(all_at_once(sidecar.url))
+        peak = _rss_mib(sidecar.proc.pid)
+        served = [r for r, _ in results if not r.get("isError")]
+        refused = [r["content"][0]["text"] for r, _ in results if r.get("isError")]
+        print(f"\n[es-memory] {PARALLEL_SEARCHES} parallel searches of 40 KB documents: idle {idle:.1f} MiB, "
+              f"peak RSS {peak:.1f} MiB, served {len(served)}, refused {len(refused)}, "
+              f"max response {max(w for _, w in results):,} bytes {refused[:1]}")
+        assert sidecar.alive() and peak < LIMIT_MIB, f"peak RSS {peak:.0f} MiB"
+        assert served, "at least one answer fits"
+        assert all("busy" in text for text in refused), refused
