@@ -24,7 +24,7 @@ from typing import Any
 from sidecars.common import capping
 from sidecars.common.config import Limits
 from sidecars.common.tools import fail
-from elasticsearch import NotFoundError
+from elasticsearch import ApiError, NotFoundError
 from mcp.server.mcpserver.exceptions import ToolError
 
 ALLOW_ENV = "ES_ALLOW_SYSTEM_INDICES"
@@ -75,6 +75,22 @@ class IndexGuard:
         for name in expression.split(","):
             if self.system(name):
                 raise fail(self.refused(name.strip()))
+
+    async def scope_body(self, body: Any) -> None:
+        """Refuse a query or aggregation that names a system index (or an alias onto one) inside it: a
+        ``terms`` lookup (``{"index": ".security-7", "id": …}``), ``more_like_this``'s ``like``
+        documents, an indexed shape, ``pinned`` docs — each reads another index's documents."""
+        if self.allow_system:
+            return
+        names: list[str] = []
+        _index_names(body, names, 0)
+        for name in dict.fromkeys(names):
+            try:
+                await self.scope(name)
+            except ApiError:
+                # Not an index name at all (a document field called "index" in a match query): an
+                # explicit system name was refused above, and a real lookup of it fails in Elasticsearch.
+                continue
 
     def visible(self, name: str | None) -> bool:
         """Rows of list tools and hits whose index is a system index are dropped (defence in depth:
@@ -144,6 +160,19 @@ class IndexGuard:
                 name = token.strip('"`')
                 if self.system(name):
                     raise fail(self.refused(name))
+
+
+def _index_names(body: Any, out: list[str], depth: int) -> None:
+    if depth > 64 or len(out) > 64:
+        return
+    if isinstance(body, dict):
+        for key, value in body.items():
+            if key in ("index", "_index"):
+                out.extend(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str) and v)
+            _index_names(value, out, depth + 1)
+    elif isinstance(body, list):
+        for value in body:
+            _index_names(value, out, depth + 1)
 
 
 def esql_with_limit(query: str, max_rows: int) -> str:

@@ -87,6 +87,7 @@ def register(sidecar: Sidecar) -> None:
         answer says truncated); `source` filters returned fields, false returns none. Aggregation
         sizes are capped (buckets at MCP_MAX_ITEMS, top_hits at 10); scripted_metric is refused."""
         aggs, clamped = bound_aggs(aggs, limits, allow_scripted=es_settings.allow_scripted_metric)
+        await guard.scope_body([query, aggs, sort])
         index = await guard.scope(index)
         want = min(size, imax)
         if want and source is not False:
@@ -145,6 +146,7 @@ def register(sidecar: Sidecar) -> None:
     @tool.read("Count documents")
     async def count(index: Index, query: Query = None) -> m.CountResult:
         """How many documents match a query (all documents without one)."""
+        await guard.scope_body(query)
         resp = await es.count(index=await guard.scope(index), query=query, expand_wildcards=wild)
         return m.CountResult(index=index, count=resp["count"])
 

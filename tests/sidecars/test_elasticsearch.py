@@ -235,7 +235,13 @@ SYSTEM_CALLS = [
     ("esql", {"query": 'from books, ".secret" METADATA _index'}),
     ("esql", {"query": "FROM /* comment */ .secret"}),
     ("esql", {"query": "FROM books | LOOKUP JOIN .secret ON tag"}),
+    ("search", {"index": "books", "query": {"terms": {"tag": {"index": ".secret", "id": "1", "path": "tag"}}}}),
+    ("search", {"index": "books", "size": 0, "aggs": {"f": {"filter": {"terms": {"tag": {
+        "index": "innocent,.secret", "id": "1", "path": "tag"}}}}}}),
     ("count", {"index": ".secret"}),
+    ("count", {"index": "books", "query": {"terms": {"tag": {"index": "innocent", "id": "1", "path": "tag"}}}}),
+    ("count", {"index": "books", "query": {"more_like_this": {"fields": ["tag"],
+                                                              "like": [{"_index": ".secret", "_id": "1"}]}}}),
     ("get_document", {"index": ".secret", "id": "1"}),
     ("get_document", {"index": "innocent", "id": "1"}),  # an alias onto a system index
     ("cluster_health", {"index": ".secret"}),
@@ -318,6 +324,8 @@ def test_aggregation_sizes_are_clamped_and_scripted_metric_refused(es_sidecar_rw
     assert len(groups) == 3 and all(len(g["top"]["hits"]["hits"]) == 5 for g in groups)
     assert out[3].is_error and "ES_ALLOW_SCRIPTED_METRIC" in error_text(out[3])
     assert ok(out[4])["truncated"] is False  # nothing lowered: no false alarm
+    # A document field called "index" is not an index name: its text must not break the query.
+    assert ok(call(es_sidecar_rw.url, "count", {"index": "books", "query": {"match": {"index": "Hello World"}}}))
 
 
 def test_aggregations_fit_the_result_budget(es_node):
