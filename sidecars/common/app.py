@@ -25,9 +25,11 @@ from .tools import ToolRegistry
 
 
 #: Connection bounds (httpguard), sized for the 128 Mi limit: an open connection costs ~10 KiB (64:
-#: +0.6 MiB measured), and any number of slow clients is cut after 10 s.
+#: +0.6 MiB measured), so 256 cost ~2.5 MiB; any number of slow clients is cut after 10 s. 256 rather
+#: than fewer: 100 honest concurrent clients (bench/sidecars) and the kubelet's probes must still get
+#: a slot while some clients are slow.
 REQUEST_TIMEOUT_SECONDS = 10.0
-MAX_CONNECTIONS = 64
+MAX_CONNECTIONS = 256
 MAX_BODY_BYTES = 1024 * 1024
 #: Request body bytes held by requests in flight, all connections together (a body is held until its
 #: request is answered; its parsed forms cost ~4x its size): 4 full 1 MiB bodies at once, while small
