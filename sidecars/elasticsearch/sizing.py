@@ -17,7 +17,8 @@ TTL_SECONDS = 60.0
 
 
 class DocSizes:
-    def __init__(self, client, ttl: float = TTL_SECONDS, budget: int = READ_BUDGET, expand_wildcards: str | None = None):
+    def __init__(self, client, ttl: float = TTL_SECONDS, budget: int = READ_BUDGET,
+                 expand_wildcards: str | None = None):
         self.client = client
         self.ttl = ttl
         self.budget = budget

@@ -197,8 +197,8 @@ def register(sidecar: Sidecar) -> None:
         """Aliases matching a pattern and the indices they point to."""
         guard.check(pattern)
         rows = await es.cat.aliases(name=pattern, format="json", h="alias,index,is_write_index", expand_wildcards=wild)
-        kept, cut = capping.items([r for r in rows.body if guard.visible(r.get("alias")) and guard.visible(r.get("index"))],
-                                  imax)
+        kept, cut = capping.items(
+            [r for r in rows.body if guard.visible(r.get("alias")) and guard.visible(r.get("index"))], imax)
         return m.Aliases(aliases=[m.Alias(alias=r["alias"], index=r["index"],
                                           is_write_index={"true": True, "false": False}.get(r.get("is_write_index")))
                                   for r in kept], truncated=cut)

@@ -101,8 +101,10 @@ CALLS = {
 def _sidecar(node, **extra: str) -> SidecarProcess:
     env = {"ES_HOST": node.host, "ES_PORT": str(node.port), "MCP_AUTH_TOKEN": TOKEN, **extra}
     src = os.environ.get("ES_MEMORY_SIDECAR_SRC")
-    command = None if not src else [sys.executable, "-c", f"import sys; sys.path.insert(0, {src!r}); import runpy; "
-                                                          "runpy.run_module('sidecars.elasticsearch', run_name='__main__')"]
+    command = None if not src else [
+        sys.executable, "-c",
+        f"import sys; sys.path.insert(0, {src!r}); import runpy; "
+        "runpy.run_module('sidecars.elasticsearch', run_name='__main__')"]
     return SidecarProcess("elasticsearch", env, command=command)
 
 

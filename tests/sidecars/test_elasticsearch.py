@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -335,7 +336,7 @@ def test_aggregations_fit_the_result_budget(es_node):
         result = ok(call(sidecar.url, "search", {"index": "books", "size": 0, "aggs": {"y": {
             "terms": {"field": "year", "size": 100}, "aggs": {"top": {"top_hits": {"size": 10}}}}}}))
         assert result["truncated"] is True
-        assert len(__import__("json").dumps(result["aggregations"])) <= 4096
+        assert len(json.dumps(result["aggregations"])) <= 4096
 
 
 def test_oversized_answers_are_refused_while_reading(es_node):
@@ -360,7 +361,8 @@ def test_esql_gets_a_row_limit_and_its_sources_are_read_like_esql_reads_them():
     assert esql_with_limit("FROM logs // all of them", 100) == "FROM logs // all of them\n| LIMIT 101"
     guard = IndexGuard(allow_system=False)
     for fine in ('FROM logs | WHERE msg == "from .secret" | LIMIT 5', "FROM logs-*, metrics METADATA _index",
-                 "ROW a = 1.5 | EVAL b = a * .5", "FROM .ds-logs-app-2026.11.30-000001", "FROM logs | STATS c = COUNT(*) BY host.name"):
+                 "ROW a = 1.5 | EVAL b = a * .5", "FROM .ds-logs-app-2026.11.30-000001",
+                 "FROM logs | STATS c = COUNT(*) BY host.name"):
         guard.check_esql(fine)
     for bad in ("FROM .security", "from logs,.kibana*", 'FROM "*:.tasks"', "TS .ds-.fleet-actions", "FROM `.secret`",
                 "FROM logs | LOOKUP JOIN .lookup ON k", "FROM -.x", "FROM logs\n,\n.security"):
@@ -412,8 +414,8 @@ class ApiKeyFront:
                 front.seen.append(auth)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
                 if auth != f"ApiKey {key}":
-                    payload = b'{"error":{"root_cause":[{"type":"security_exception","reason":"unable to authenticate"}],' \
-                              b'"type":"security_exception","reason":"unable to authenticate"},"status":401}'
+                    error = {"type": "security_exception", "reason": "unable to authenticate"}
+                    payload = json.dumps({"error": {**error, "root_cause": [error]}, "status": 401}).encode()
                     status, headers = 401, {"Content-Type": "application/json", "X-elastic-product": "Elasticsearch"}
                 else:
                     req = urllib.request.Request(upstream + self.path, data=body, method=self.command, headers={
