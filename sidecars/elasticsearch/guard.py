@@ -24,7 +24,7 @@ from typing import Any
 from sidecars.common import capping
 from sidecars.common.config import Limits
 from sidecars.common.tools import fail
-from elasticsearch import ApiError, NotFoundError
+from elasticsearch import ApiError, AuthorizationException, NotFoundError
 from mcp.server.mcpserver.exceptions import ToolError
 
 ALLOW_ENV = "ES_ALLOW_SYSTEM_INDICES"
@@ -112,6 +112,11 @@ class IndexGuard:
                 hit = (now, exc)
             except NotFoundError:
                 # A missing explicit name: nothing to leak; the call itself reports it (or a write creates it).
+                return expression
+            except AuthorizationException:
+                # A key without view_index_metadata: not a superuser, and Elasticsearch grants no role
+                # access to restricted system indices (.security-*) unless allow_restricted_indices is
+                # set on it; the names were checked above. The call itself runs under the same key.
                 return expression
             if len(self._resolved) > 512:
                 self._resolved.clear()

@@ -397,9 +397,10 @@ def test_credential_settings_are_unambiguous(env, message):
 
 class ApiKeyFront:
     """A real HTTP front that demands ``Authorization: ApiKey <key>`` (what an x-pack node checks) and
-    forwards to the test node, which has no security module of its own."""
+    forwards to the test node, which has no security module of its own. Paths starting with one of
+    ``forbidden`` get 403, as for a key without that privilege."""
 
-    def __init__(self, upstream: str, key: str):
+    def __init__(self, upstream: str, key: str, forbidden: tuple[str, ...] = ()):
         import http.server
         import threading
         import urllib.error
@@ -413,10 +414,12 @@ class ApiKeyFront:
                 auth = self.headers.get("Authorization", "")
                 front.seen.append(auth)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
-                if auth != f"ApiKey {key}":
-                    error = {"type": "security_exception", "reason": "unable to authenticate"}
-                    payload = json.dumps({"error": {**error, "root_cause": [error]}, "status": 401}).encode()
-                    status, headers = 401, {"Content-Type": "application/json", "X-elastic-product": "Elasticsearch"}
+                if auth != f"ApiKey {key}" or self.path.startswith(forbidden):
+                    status = 401 if auth != f"ApiKey {key}" else 403
+                    error = {"type": "security_exception", "reason": "unable to authenticate" if status == 401
+                             else "action [indices:admin/resolve/index] is unauthorized"}
+                    payload = json.dumps({"error": {**error, "root_cause": [error]}, "status": status}).encode()
+                    headers = {"Content-Type": "application/json", "X-elastic-product": "Elasticsearch"}
                 else:
                     req = urllib.request.Request(upstream + self.path, data=body, method=self.command, headers={
                         k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")})
@@ -448,15 +451,18 @@ class ApiKeyFront:
 
 
 def test_api_key_reaches_elasticsearch_as_the_apikey_header(es_node):
+    """Through a front that also refuses `_resolve/index` (a key with `read` only): the tools still work,
+    and system index names are still refused."""
     import base64
 
     encoded = base64.b64encode(b"VuaCfGcBCdbkQm-e5aOx:ui2lp2axTNmsyakw9tvNnw").decode()
-    front = ApiKeyFront(es_node.url, encoded)
+    front = ApiKeyFront(es_node.url, encoded, forbidden=("/_resolve/",))
     try:
         for given in (encoded, "VuaCfGcBCdbkQm-e5aOx:ui2lp2axTNmsyakw9tvNnw"):  # `encoded`, or id:api_key
             env = {"ES_HOST": "127.0.0.1", "ES_PORT": str(front.port), "ES_API_KEY": given}
             with SidecarProcess("elasticsearch", env) as sidecar:
                 assert ok(call(sidecar.url, "count", {"index": "books"}))["count"] >= 30
+                assert "ES_ALLOW_SYSTEM_INDICES" in error_text(call(sidecar.url, "count", {"index": ".secret"}))
                 assert sidecar.get("/health").json()["status"] == "ok"
                 assert given not in sidecar.output() and encoded not in sidecar.output()
         assert front.seen and set(front.seen) == {f"ApiKey {encoded}"}
