@@ -840,8 +840,11 @@ class ControlPlane:
         return total
 
     def wait_for_webhook(self, webhook_name: str, *, namespace: str = "default",
-                         labels: Mapping[str, str] | None = None, timeout: float = 30) -> None:
-        """Dry-run-create a probe pod until the API server has called ``webhook_name`` at least once."""
+                         labels: Mapping[str, str] | None = None, timeout: float = 30,
+                         expect_container: str | None = None) -> None:
+        """Dry-run-create a probe pod until the API server has called ``webhook_name`` at least once
+        (and, with ``expect_container``, until the answer carries that container: a call that
+        failed under failurePolicy Ignore is counted too, e.g. while kube-proxy has no rules yet)."""
         before = self.webhook_calls(webhook_name)
         probe = {
             "apiVersion": "v1", "kind": "Pod",
@@ -852,7 +855,12 @@ class ControlPlane:
         }
 
         def called() -> bool:
-            self.request("POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", probe)
+            _, answer = self.request("POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", probe)
+            if expect_container is not None:
+                spec = answer.get("spec", {}) if isinstance(answer, dict) else {}
+                names = [c.get("name") for c in spec.get("containers", []) + spec.get("initContainers", [])]
+                if expect_container not in names:
+                    return False
             return self.webhook_calls(webhook_name) > before
 
         self.wait_for(called, timeout, f"the API server to call webhook {webhook_name}", interval=0.3)

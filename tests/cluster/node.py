@@ -197,10 +197,12 @@ class Node:
         if reason:
             raise NodeError(reason)
         t0 = time.monotonic()
-        self._stopped = False
-        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        # Before this node owns anything: when another live node holds the bridge, the refusal
+        # must leave stop() a no-op, or the clean-up would tear down the other node's pods.
         if _run("ip", "link", "show", self.bridge, check=False).returncode == 0:
             self._clean_stale_node()
+        self._stopped = False
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self._remember_host_state()
         self._record_host_changes()
         self._setup_network()
@@ -511,14 +513,14 @@ state = "{base / 'state'}"
         """Kill whatever still runs in the kubelet's pod cgroups, then remove them (cgroupfs driver)."""
         roots = [p / "kubepods" for p in Path("/sys/fs/cgroup").iterdir() if (p / "kubepods").is_dir()]
         for root in roots:
-            for procs in root.rglob("cgroup.procs"):
+            for procs in _rglob_quiet(root, "cgroup.procs"):
                 with contextlib.suppress(OSError):
                     for pid in procs.read_text().split():
                         with contextlib.suppress(ProcessLookupError, PermissionError):
                             os.kill(int(pid), signal.SIGKILL)
         time.sleep(0.2)
         for root in roots:
-            dirs = sorted((d for d in root.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True)
+            dirs = sorted((d for d in _rglob_quiet(root, "*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True)
             for d in [*dirs, root]:
                 for _ in range(20):
                     try:
@@ -741,6 +743,18 @@ state = "{base / 'state'}"
                 out[name] = _rss_kib(comp.pid) / 1024
         out["containerd-shims"] = sum(_rss_kib(pid) for pid in self._shim_pids()) / 1024
         return out
+
+
+def _rglob_quiet(root: Path, pattern: str) -> list[Path]:
+    """``root.rglob(pattern)`` that skips directories vanishing during the walk (pod cgroups do)."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda _exc: None):
+        base = Path(dirpath)
+        if pattern == "*":
+            found.extend(base / d for d in dirnames)
+        elif pattern in filenames:
+            found.append(base / pattern)
+    return found
 
 
 def _rss_kib(pid: int) -> int:

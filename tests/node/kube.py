@@ -79,7 +79,7 @@ def install_injector(cp: ControlPlane, helm_home: Path, *extra_values: str, reus
         helm("upgrade", "--install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "--wait",
              "--timeout", "5m", *values)
     inj = Injector(cp, helm, values=values)
-    cp.wait_for_webhook(WEBHOOK_NAME, timeout=60)
+    cp.wait_for_webhook(WEBHOOK_NAME, timeout=60, expect_container="mcp-sidecar")
     return inj
 
 
@@ -244,11 +244,13 @@ def wait_token_accepted(url: str, headers: dict[str, str], timeout: float = 150)
 
 
 async def _mcp_calls(url: str, calls: list[tuple[str, dict]], headers: dict | None) -> dict:
+    import httpx2
     from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
 
     out: dict[str, Any] = {}
-    kwargs = {"headers": headers} if headers else {}
-    async with Client(url, **kwargs) as client:
+    async with httpx2.AsyncClient(headers=headers or {}, timeout=30) as http, \
+            Client(streamable_http_client(url, http_client=http)) as client:
         out["tools"] = [t.name for t in (await client.list_tools()).tools]
         for name, arguments in calls:
             result = await client.call_tool(name, arguments)

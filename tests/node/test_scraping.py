@@ -301,7 +301,9 @@ def test_prometheus_and_vmagent_scrape_workloads_sidecar_and_injector(cp, inject
         want, health = all_up("vmagent", vmagent_up)
         vmagent_at = time.monotonic()
         for k, instance in want.items():
-            scheme = "https" if k[1] == injector.namespace else "http"
+            # In the injector's namespace only the admission pods (8443) speak TLS; the operator's
+            # metrics (9090) are plain HTTP.
+            scheme = "https" if k[1] == injector.namespace and instance.endswith(":8443") else "http"
             assert health[k][2][0] == f"{scheme}://{instance}/metrics", health[k]
         ours = {k for k in health if k[0] == ANNOTATION_JOB and k[1] == namespace}
         assert ours == {k for k in expected if k[0] == ANNOTATION_JOB}, ours
