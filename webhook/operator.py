@@ -89,6 +89,9 @@ class Operator:
         meta = workload["metadata"]
         if not self.options.acts_in(meta.get("namespace")):
             return
+        # The Secret first: the pods the template patch below rolls in then start with their token
+        # (a pod that starts before it waits ~1 min for the kubelet's next sync, failing closed).
+        self.ensure_token_secret(kind, workload)
         plan = plan_propagation(workload)
         if plan.patch is not None:
             # Watch events can be older than our own last patch: decide again on the live object so
@@ -106,7 +109,6 @@ class Operator:
             log.info("%s %s/%s: %s", kind, meta["namespace"], meta["name"], plan.message)
         elif plan.action == "conflict":
             self.post_event(kind, meta, "Warning", "MCPLabelConflict", plan.message, once_key=f"{meta.get('uid')}:conflict")
-        self.ensure_token_secret(kind, workload)
         if self.options.companion_service:
             self.reconcile_companion(workload)
 
