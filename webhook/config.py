@@ -23,6 +23,25 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """How a backend detects a TLS-only datastore and the env the sidecar reads to speak TLS."""
+
+    #: Detection rules to apply: ``redis`` or ``elasticsearch`` (OpenSearch speaks like Elasticsearch).
+    detect: str
+    #: Env set to ``enable_value`` when TLS is on (REDIS_TLS=true, ES_SCHEME=https).
+    enable_env: str
+    enable_value: str
+    ca_file_env: str
+    server_name_env: str
+    #: Client certificate and key (Redis ``tls-auth-clients``); None: the backend never sends one.
+    cert_file_env: str | None = None
+    key_file_env: str | None = None
+
+
+TLS_DETECTORS = ("redis", "elasticsearch")
+
+
+@dataclass(frozen=True)
 class BackendConfig:
     name: str
     image: str
@@ -53,6 +72,9 @@ class BackendConfig:
     #: None: the backend has no API-key override.
     api_key_env: str | None = None
     api_key_secret_key: str = "api-key"
+    #: Env vars of the datastore whose secretKeyRef holds the user name (ELASTIC_USERNAME).
+    username_source_env: tuple[str, ...] = ()
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,33 @@ def _names(doc: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _tls(doc: Any, where: str) -> TlsConfig | None:
+    """``tls``: detection rules and the sidecar's TLS env names; absent or null: no TLS detection."""
+    if doc is None:
+        return None
+    where = f"{where}.tls"
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{where} must be a mapping (or null)")
+    detect = doc.get("detect")
+    if detect not in TLS_DETECTORS:
+        raise ConfigError(f"{where}.detect must be one of {', '.join(TLS_DETECTORS)}, got {detect!r}")
+    optional = {}
+    for key in ("certFileEnv", "keyFileEnv"):
+        value = doc.get(key)
+        if value is not None and not (isinstance(value, str) and value):
+            raise ConfigError(f"{where}.{key} must be a non-empty string")
+        optional[key] = value
+    return TlsConfig(
+        detect=detect,
+        enable_env=_require(doc, "enableEnv", str, where),
+        enable_value=_require(doc, "enableValue", str, where),
+        ca_file_env=_require(doc, "caFileEnv", str, where),
+        server_name_env=_require(doc, "serverNameEnv", str, where),
+        cert_file_env=optional["certFileEnv"],
+        key_file_env=optional["keyFileEnv"],
+    )
+
+
 def _backend(name: str, doc: Any) -> BackendConfig:
     where = f"backends.{name}"
     if not isinstance(doc, Mapping):
@@ -179,6 +228,8 @@ def _backend(name: str, doc: Any) -> BackendConfig:
         auth=auth,
         api_key_env=api_key_env,
         api_key_secret_key=str(doc.get("apiKeySecretKey") or "api-key"),
+        username_source_env=_names(doc, "usernameSourceEnv", where),
+        tls=_tls(doc.get("tls"), where),
     )
 
 

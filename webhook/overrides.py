@@ -26,6 +26,9 @@ ANNOTATION_CPU_REQUEST = f"{DOMAIN}/cpu-request"
 ANNOTATION_MEMORY_REQUEST = f"{DOMAIN}/memory-request"
 ANNOTATION_CPU_LIMIT = f"{DOMAIN}/cpu-limit"
 ANNOTATION_MEMORY_LIMIT = f"{DOMAIN}/memory-limit"
+ANNOTATION_TLS = f"{DOMAIN}/tls"
+ANNOTATION_TLS_SECRET = f"{DOMAIN}/tls-secret"
+ANNOTATION_TLS_SERVER_NAME = f"{DOMAIN}/tls-server-name"
 
 # Kubernetes resource.Quantity, e.g. 100m, 0.5, 128Mi, 1G, 1e3.
 _QUANTITY = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?$")
@@ -76,6 +79,12 @@ class Overrides:
     memory_request: str | None = None
     cpu_limit: str | None = None
     memory_limit: str | None = None
+    #: Force TLS to the datastore on or off (None: detected from the pod).
+    tls: bool | None = None
+    #: Secret holding ca.crt (and tls.crt/tls.key when the datastore wants client certificates).
+    tls_secret: str | None = None
+    #: Name to check the datastore's certificate against (it usually names the Service, not localhost).
+    tls_server_name: str | None = None
 
 
 def _port(value: str) -> int:
@@ -185,6 +194,19 @@ def image_allowed(image: str, allowed: tuple[str, ...]) -> bool:
     return False
 
 
+def _secret_name(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError
+    return value
+
+
+def _server_name(value: str) -> str:
+    """A DNS name as a certificate holds it (a leading ``*.`` is not a name to connect to)."""
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value.lower()):
+        raise ValueError
+    return value.lower()
+
+
 def _secret(value: str) -> SecretRef:
     name, sep, key = value.partition(":")
     if len(name) > 253 or not _DNS_SUBDOMAIN.match(name) or (sep and not _SECRET_KEY.match(key)):
@@ -204,6 +226,9 @@ _SIMPLE: dict[str, tuple[str, Callable[[str], object], str]] = {
     ANNOTATION_MEMORY_REQUEST: ("memory_request", _quantity, "a Kubernetes quantity such as 64Mi"),
     ANNOTATION_CPU_LIMIT: ("cpu_limit", _quantity, "a Kubernetes quantity such as 100m or 1"),
     ANNOTATION_MEMORY_LIMIT: ("memory_limit", _quantity, "a Kubernetes quantity such as 128Mi"),
+    ANNOTATION_TLS: ("tls", _bool, '"true" or "false"'),
+    ANNOTATION_TLS_SECRET: ("tls_secret", _secret_name, "a Secret name holding ca.crt (and tls.crt, tls.key)"),
+    ANNOTATION_TLS_SERVER_NAME: ("tls_server_name", _server_name, "a DNS name such as redis-master.prod.svc"),
 }
 _SECRET_FORM = "a Secret name, optionally with its key as NAME:KEY (e.g. redis:redis-password)"
 

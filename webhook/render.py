@@ -1,8 +1,7 @@
-"""Render the sidecar for one pod: detect what the pod already tells us, then build raw JSON.
+"""Render the sidecar for one pod from what ``webhook.detect`` found in it, as raw JSON.
 
-Detection (which container is the datastore, which port it listens on, which Secret holds its
-password) reads only the pod dict. Everything produced here is plain JSON-able data; no typed
-Kubernetes models, so no field is ever dropped on the way.
+Everything produced here is plain JSON-able data; no typed Kubernetes models, so no field is ever
+dropped on the way.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,123 +26,35 @@ from webhook.constants import (
     TOKEN_SECRET_KEY,
     TOKEN_SECRET_NAME,
 )
-from webhook.overrides import Overrides, quantity_value
+from webhook.detect import (
+    CA_FILE,
+    CERT_FILE,
+    KEY_FILE,
+    TLS_MOUNT_PATH,
+    SecretFile,
+    TlsDetection,
+    detect_backend_port,
+    detect_password,
+    detect_tls,
+    find_main_container,
+    tls_secret_names,
+)
+from webhook.overrides import ANNOTATION_TLS, ANNOTATION_TLS_SECRET, Overrides, quantity_value
 
 AUTH_TOKEN_FILE_ENV = "MCP_AUTH_TOKEN_FILE"
 AUTH_MODE_ENV = "MCP_AUTH"
 #: Every volume the injector may add (stripped again by ``pod_audit.without_injection``).
-INJECTED_VOLUMES = (TMP_VOLUME_NAME, AUTH_VOLUME_NAME)
+TLS_VOLUME_NAME = "mcp-sidecar-tls"
+INJECTED_VOLUMES = (TMP_VOLUME_NAME, AUTH_VOLUME_NAME, TLS_VOLUME_NAME)
 
 
 @dataclass
 class Rendered:
     container: dict[str, Any]
-    #: The /tmp emptyDir, then (auth on) the token Secret volume.
+    #: The /tmp emptyDir, then (auth on) the token Secret volume, then (TLS) the datastore's CA.
     volumes: list[dict[str, Any]]
     status: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
-
-
-def _image_repository(image: str) -> str:
-    """``docker.io/bitnami/redis:7.2@sha256:...`` -> ``bitnami/redis`` (last path parts, no tag)."""
-    name = image.split("@", 1)[0]
-    last_slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > last_slash:
-        name = name[:colon]
-    return name
-
-
-def find_main_container(spec: dict[str, Any], backend: BackendConfig) -> dict[str, Any] | None:
-    """The datastore container, by the strongest evidence first.
-
-    A port named like the backend's (``redis``, ``http``...) beats a container name mentioning the
-    backend, which beats an image mentioning it (``redis_exporter`` images mention redis too);
-    with no evidence, the first container.
-    """
-    containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
-
-    def mentions(text: str) -> bool:
-        return any(hint in text.lower() for hint in backend.main_container_hints)
-
-    tests = (
-        lambda c: any(isinstance(p, dict) and p.get("name") in backend.backend_port_names for p in c.get("ports") or []),
-        lambda c: mentions(str(c.get("name", ""))),
-        lambda c: mentions(_image_repository(str(c.get("image", "")))),
-    )
-    for test in tests:
-        for container in containers:
-            if test(container):
-                return container
-    return containers[0] if containers else None
-
-
-def detect_backend_port(main: dict[str, Any] | None, backend: BackendConfig) -> int:
-    """Port of the datastore: a port with a well-known name, the default if declared, a lone port, else the default."""
-    ports = [p for p in (main or {}).get("ports") or [] if isinstance(p, dict) and isinstance(p.get("containerPort"), int)]
-    for port in ports:
-        if port.get("name") in backend.backend_port_names:
-            return port["containerPort"]
-    if any(p["containerPort"] == backend.backend_port for p in ports):
-        return backend.backend_port
-    if len(ports) == 1:
-        return ports[0]["containerPort"]
-    return backend.backend_port
-
-
-def _secret_file_ref(container: dict[str, Any], path: str, volumes: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Map a ``*_FILE`` path back to the Secret volume it is mounted from (Bitnami ``usePasswordFiles``)."""
-    for mount in container.get("volumeMounts") or []:
-        mount_path = str(mount.get("mountPath", "")).rstrip("/")
-        if not mount_path or not path.startswith(mount_path + "/"):
-            continue
-        relative = path[len(mount_path) + 1 :]
-        if mount.get("subPath"):
-            continue
-        volume = next((v for v in volumes if v.get("name") == mount.get("name")), None)
-        secret = (volume or {}).get("secret")
-        if not isinstance(secret, dict) or not secret.get("secretName"):
-            return None
-        key = posixpath.normpath(relative)
-        for item in secret.get("items") or []:
-            if item.get("path") == key:
-                key = item.get("key", key)
-                break
-        return {"name": secret["secretName"], "key": key}
-    return None
-
-
-def detect_password_ref(spec: dict[str, Any], main: dict[str, Any] | None, backend: BackendConfig) -> tuple[dict[str, Any] | None, str | None]:
-    """Find the ``secretKeyRef`` the datastore already reads its password from.
-
-    Returns (secretKeyRef or None, warning or None). A literal password is never copied: the
-    sidecar then runs without one and the warning says how to fix it.
-    """
-    containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
-    ordered = ([main] if main is not None else []) + [c for c in containers if c is not main]
-    volumes = [v for v in spec.get("volumes") or [] if isinstance(v, dict)]
-    literal_in = None
-    for container in ordered:
-        env = {e.get("name"): e for e in container.get("env") or [] if isinstance(e, dict)}
-        for name in backend.password_source_env:
-            entry = env.get(name)
-            if entry is not None:
-                ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
-                if isinstance(ref, dict) and ref.get("name") and ref.get("key"):
-                    return copy.deepcopy(ref), None
-                if "value" in entry and literal_in is None:
-                    literal_in = f"{container.get('name')}.env.{name}"
-            file_entry = env.get(f"{name}_FILE")
-            if file_entry is not None and isinstance(file_entry.get("value"), str):
-                ref = _secret_file_ref(container, file_entry["value"], volumes)
-                if ref is not None:
-                    return ref, None
-    if literal_in:
-        return None, (
-            f"{literal_in} is a literal value and is not copied into the sidecar; the sidecar has no "
-            f"{backend.password_env}. Move the password into a Secret or set mcp-sidecar.dox/password-secret"
-        )
-    return None, None
 
 
 def _resources(backend: BackendConfig, overrides: Overrides, warnings: list[str]) -> dict[str, Any]:
@@ -195,6 +105,72 @@ def spec_hash(container: dict[str, Any], volumes: list[dict[str, Any]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def _tls_detection(spec: dict[str, Any], main: dict[str, Any] | None, backend: BackendConfig,
+                   overrides: Overrides) -> TlsDetection:
+    """What the pod says, then the annotations: ``tls: "false"`` wins; ``tls: "true"`` or a
+    ``tls-secret`` turns TLS on; ``tls-secret`` replaces the detected certificate Secret."""
+    if overrides.tls is False or backend.tls is None:
+        return TlsDetection()
+    tls = detect_tls(spec, main, backend)
+    if not tls.enabled and (overrides.tls or overrides.tls_secret):
+        tls.reason = f"annotation {ANNOTATION_TLS if overrides.tls else ANNOTATION_TLS_SECRET}"
+    if overrides.tls_secret is not None:
+        tls.ca = SecretFile(overrides.tls_secret, CA_FILE)
+        tls.cert = SecretFile(overrides.tls_secret, CERT_FILE)
+        tls.key = SecretFile(overrides.tls_secret, KEY_FILE)
+    return tls
+
+
+def _tls_settings(tls: TlsDetection, spec: dict[str, Any], backend: BackendConfig, overrides: Overrides,
+                  env: list[dict[str, Any]], warnings: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """TLS env for the sidecar, plus the datastore's CA (and client certificate) mounted into the sidecar only.
+
+    The files come from the Secrets the datastore itself mounts, key by key, into one projected
+    volume: the sidecar sees ca.crt (tls.crt, tls.key) whatever the Secret calls them. Each source is
+    ``optional``: a wrong key guess leaves a file missing (the sidecar then says which) instead of
+    keeping the whole pod, datastore included, from starting. Verification is never turned off: with no
+    CA the sidecar verifies against the system CAs, and the warning names the annotation to set.
+    """
+    settings = backend.tls
+    if settings is None or not tls.enabled:
+        return [], []
+    env.append({"name": settings.enable_env, "value": settings.enable_value})
+    files: list[tuple[SecretFile, str]] = []
+    if tls.ca is not None:
+        files.append((tls.ca, CA_FILE))
+        env.append({"name": settings.ca_file_env, "value": f"{TLS_MOUNT_PATH}/{CA_FILE}"})
+    else:
+        warnings.append(
+            f"mcp-sidecar: the {backend.name} datastore serves TLS only ({tls.reason}) but no CA certificate was found "
+            f"in a Secret the pod mounts: the sidecar verifies the server against the system CAs and will likely fail "
+            f"to connect. Set {ANNOTATION_TLS_SECRET}: NAME (a Secret with ca.crt), or {ANNOTATION_TLS}: \"false\" "
+            f"if the datastore does not use TLS")
+    if tls.client_certs and settings.cert_file_env and settings.key_file_env:
+        if tls.cert is not None and tls.key is not None:
+            files += [(tls.cert, CERT_FILE), (tls.key, KEY_FILE)]
+            env.append({"name": settings.cert_file_env, "value": f"{TLS_MOUNT_PATH}/{CERT_FILE}"})
+            env.append({"name": settings.key_file_env, "value": f"{TLS_MOUNT_PATH}/{KEY_FILE}"})
+        else:
+            warnings.append(
+                f"mcp-sidecar: the {backend.name} datastore requires client certificates (tls-auth-clients) but no "
+                f"certificate and key were found in a Secret the pod mounts: the datastore will refuse the sidecar. "
+                f"Set {ANNOTATION_TLS_SECRET}: NAME (a Secret with ca.crt, tls.crt and tls.key)")
+    if overrides.tls_server_name is not None:
+        env.append({"name": settings.server_name_env, "value": overrides.tls_server_name})
+    if not files:
+        return [], []
+    sources: dict[str, list[dict[str, str]]] = {}
+    for secret_file, path in files:
+        sources.setdefault(secret_file.name, []).append({"key": secret_file.key, "path": path})
+    # 0440 needs the pod's fsGroup to give the sidecar's user the group; without one, 0444 (the
+    # volume is mounted into the sidecar only).
+    fs_group = isinstance((spec.get("securityContext") or {}).get("fsGroup"), int)
+    volume = {"name": TLS_VOLUME_NAME, "projected": {
+        "defaultMode": 0o440 if fs_group else 0o444,
+        "sources": [{"secret": {"name": name, "items": items, "optional": True}} for name, items in sources.items()]}}
+    return [{"name": TLS_VOLUME_NAME, "mountPath": TLS_MOUNT_PATH, "readOnly": True}], [volume]
+
+
 def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overrides, native: bool) -> Rendered:
     spec = pod.get("spec") or {}
     warnings: list[str] = []
@@ -209,6 +185,11 @@ def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overr
         {"name": "MCP_READ_ONLY", "value": "true" if (overrides.read_only if overrides.read_only is not None else backend.read_only) else "false"},
     ]
     password_ref: dict[str, Any] | None
+    username_ref: dict[str, Any] | None = None
+    tls = _tls_detection(spec, main, backend, overrides)
+    if tls.port is not None and overrides.backend_port is None:
+        backend_port = tls.port
+        env[1] = {"name": backend.port_env, "value": str(backend_port)}
     if overrides.api_key_secret is not None and backend.api_key_env:
         # An API key replaces the user name and password: no process holds a credential it does not use.
         api_key_ref = {"name": overrides.api_key_secret.name, "key": overrides.api_key_secret.key or backend.api_key_secret_key}
@@ -220,13 +201,16 @@ def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overr
             "key": overrides.password_secret.key or backend.password_secret_key,
         }
     else:
-        password_ref, warning = detect_password_ref(spec, main, backend)
-        if warning:
-            warnings.append(warning)
+        found = detect_password(spec, main, backend, tls_secret_names(tls))
+        password_ref, username_ref = found.ref, found.username_ref
+        warnings.extend(found.warnings)
     if password_ref is not None:
-        if backend.username_env and backend.username:
+        if backend.username_env and username_ref is not None:
+            env.append({"name": backend.username_env, "valueFrom": {"secretKeyRef": username_ref}})
+        elif backend.username_env and backend.username:
             env.append({"name": backend.username_env, "value": backend.username})
         env.append({"name": backend.password_env, "valueFrom": {"secretKeyRef": password_ref}})
+    tls_mounts, tls_volumes = _tls_settings(tls, spec, backend, overrides, env, warnings)
     auth_off = overrides.auth == AUTH_NONE if overrides.auth is not None else backend.auth == AUTH_NONE
     volume_mounts = [{"name": TMP_VOLUME_NAME, "mountPath": "/tmp"}]
     volumes = [{"name": TMP_VOLUME_NAME, "emptyDir": {"sizeLimit": "16Mi"}}]
@@ -238,6 +222,8 @@ def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overr
         env.append({"name": AUTH_TOKEN_FILE_ENV, "value": f"{AUTH_MOUNT_PATH}/{TOKEN_SECRET_KEY}"})
         volume_mounts.append({"name": AUTH_VOLUME_NAME, "mountPath": AUTH_MOUNT_PATH, "readOnly": True})
         volumes.append(auth_volume(overrides))
+    volume_mounts += tls_mounts
+    volumes += tls_volumes
     # Auth env comes only from the auth settings: a static `env: {MCP_AUTH: none}` must not turn it off unwarned.
     taken = {e["name"] for e in env} | {AUTH_MODE_ENV, AUTH_TOKEN_FILE_ENV, "MCP_AUTH_TOKEN"}
     env.extend({"name": k, "value": v} for k, v in sorted(backend.env.items()) if k not in taken)
