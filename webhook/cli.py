@@ -1,4 +1,5 @@
-"""``mcp-sidecar`` command line: ``serve``, ``operator``, ``inject``, ``audit``, ``check-inject``, ``version``."""
+"""``mcp-sidecar`` command line: ``serve``, ``operator``, ``inject``, ``audit``, ``check-inject``, ``ls``,
+``connect``, ``rotate-token``, ``version``."""
 
 from __future__ import annotations
 
@@ -226,6 +227,41 @@ def _cmd_rotate_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from webhook.endpoints import run_ls
+    from webhook.kube import KubeAccessError, api_client
+
+    try:
+        api = api_client(args.kubeconfig, args.context)
+    except KubeAccessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    namespace = None if args.all_namespaces else (args.namespace or _current_namespace(args))
+    return run_ls(api, namespace=namespace, output=args.output)
+
+
+def _cmd_connect(args: argparse.Namespace) -> int:
+    """Port-forward and print client setup; SIGTERM ends it like Ctrl-C (kubectl is stopped, exit 0)."""
+    import signal
+
+    from webhook.connect import ConnectOptions, run_connect
+    from webhook.kube import KubeAccessError, api_client
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        api = api_client(args.kubeconfig, args.context)
+    except KubeAccessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_connect(api, ConnectOptions(
+        ref=args.target, namespace=args.namespace or _current_namespace(args), port=args.port,
+        write_mcp_json=args.write_mcp_json, name=args.name, no_token=args.no_token, kubeconfig=args.kubeconfig,
+        context=args.context, kubectl=args.kubectl))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcp-sidecar", description="MCP sidecar injector for Kubernetes")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -266,6 +302,30 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-f", "--filename", help="a manifest (Pod or workload), or - for stdin")
     check.add_argument("-o", "--output", choices=["text", "json"], default="text")
     check.set_defaults(func=_cmd_check_inject)
+
+    ls = sub.add_parser("ls", help="list MCP endpoints: companion Services and injected pods, backend, ready, auth")
+    ls.add_argument("--kubeconfig")
+    ls.add_argument("--context")
+    ls.add_argument("-n", "--namespace")
+    ls.add_argument("-A", "--all-namespaces", action="store_true")
+    ls.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    ls.set_defaults(func=_cmd_ls)
+
+    connect = sub.add_parser(
+        "connect", help="port-forward to a workload's MCP Service and print ready-to-paste client setup",
+        epilog="exit codes: 0 stopped with Ctrl-C; 2 usage/kubeconfig/unmergeable .mcp.json; 3 no companion Service; "
+               "4 no ready endpoint; 5 forbidden (RBAC); 6 token Secret missing; 7 port-forward failed")
+    connect.add_argument("target", help="WORKLOAD, SERVICE, or statefulset/NAME, deployment/NAME, daemonset/NAME, svc/NAME")
+    connect.add_argument("--kubeconfig")
+    connect.add_argument("--context")
+    connect.add_argument("-n", "--namespace")
+    connect.add_argument("--port", type=int, help="local port (default: 9000 when free, else any free port; 0: any)")
+    connect.add_argument("--write-mcp-json", nargs="?", const=".mcp.json", metavar="FILE",
+                         help="add the server to FILE (default .mcp.json), keeping its other servers; mode 0600")
+    connect.add_argument("--name", help="the MCP server's name in the client (default: the workload's name)")
+    connect.add_argument("--no-token", action="store_true", help="print $MCP_TOKEN placeholders instead of reading the token")
+    connect.add_argument("--kubectl", help="the kubectl binary (default: kubectl on PATH)")
+    connect.set_defaults(func=_cmd_connect)
 
     inject = sub.add_parser("inject", help="inject sidecars into manifests offline (like istioctl kube-inject)")
     inject.add_argument("-f", "--filename", required=True, help="manifest file, or - for stdin")
