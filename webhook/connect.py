@@ -18,6 +18,7 @@ unreadable ``.mcp.json``; 3 no companion Service; 4 no ready endpoint; 5 forbidd
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, TextIO
@@ -249,17 +251,23 @@ def setup_text(name: str, url: str, token: str | None, *, placeholder_hint: str 
     return "\n".join(lines) + "\n"
 
 
+def load_mcp_json(path: Path) -> dict[str, Any]:
+    """The file's object ({} when absent); anything we could not merge into is an error, never overwritten."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError) as exc:
+        raise ConnectError(EXIT_USAGE, f"cannot merge into {path}: not readable JSON ({clip(exc)}); left unchanged") from None
+    if not isinstance(data, dict) or not isinstance(data.get("mcpServers", {}), dict):
+        raise ConnectError(EXIT_USAGE, f"cannot merge into {path}: expected an object with an 'mcpServers' object; left unchanged")
+    return data
+
+
 def merge_mcp_json(path: Path, name: str, url: str, token: str | None) -> None:
     """Add or replace one server in ``path`` (Claude Code's ``.mcp.json``), keeping every other key and
     server; written atomically with mode 0600 since it may hold the token."""
-    data: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8") or "{}")
-        except (OSError, ValueError) as exc:
-            raise ConnectError(EXIT_USAGE, f"cannot merge into {path}: not readable JSON ({clip(exc)}); left unchanged") from None
-        if not isinstance(data, dict) or not isinstance(data.get("mcpServers", {}), dict):
-            raise ConnectError(EXIT_USAGE, f"cannot merge into {path}: expected an object with an 'mcpServers' object; left unchanged")
+    data = load_mcp_json(path)
     entry: dict[str, Any] = {"type": "http", "url": url}
     if token is not None:
         value = "${MCP_TOKEN}" if token == TOKEN_PLACEHOLDER else token
@@ -274,7 +282,7 @@ def merge_mcp_json(path: Path, name: str, url: str, token: str | None) -> None:
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
-        with __import__("contextlib").suppress(OSError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
@@ -318,8 +326,6 @@ def start_port_forward(kubectl: str, kube_args: list[str], target: Target, local
 
     threading.Thread(target=read_stdout, daemon=True).start()
     threading.Thread(target=read_stderr, daemon=True).start()
-    import time
-
     deadline = time.monotonic() + timeout
     while not found:
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -336,7 +342,7 @@ def start_port_forward(kubectl: str, kube_args: list[str], target: Target, local
 
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
-        with __import__("contextlib").suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(5)
@@ -386,14 +392,8 @@ def run_connect(api: Any, opts: ConnectOptions, out: TextIO = sys.stdout, err: T
                      *(["--context", opts.context] if opts.context else [])]
         name = opts.name or target.workload
         mcp_json = Path(opts.write_mcp_json) if opts.write_mcp_json else None
-        if mcp_json is not None and mcp_json.exists():
-            merge_check = mcp_json.read_text(encoding="utf-8", errors="replace")  # fail before forwarding, not after
-            try:
-                parsed = json.loads(merge_check or "{}")
-                if not isinstance(parsed, dict) or not isinstance(parsed.get("mcpServers", {}), dict):
-                    raise ValueError("expected an object with an 'mcpServers' object")
-            except ValueError as exc:
-                raise ConnectError(EXIT_USAGE, f"cannot merge into {mcp_json}: {clip(exc)}; left unchanged") from None
+        if mcp_json is not None:
+            load_mcp_json(mcp_json)  # fail before forwarding, not after
         proc, port = start_port_forward(kubectl, kube_args, target, pick_local_port(opts.port))
     except ConnectError as exc:
         print(f"error: {exc}", file=err)
