@@ -114,6 +114,8 @@ def _tls_detection(spec: dict[str, Any], main: dict[str, Any] | None, backend: B
     tls = detect_tls(spec, main, backend)
     if not tls.enabled and (overrides.tls or overrides.tls_secret):
         tls.reason = f"annotation {ANNOTATION_TLS if overrides.tls else ANNOTATION_TLS_SECRET}"
+        # Redis requires client certificates unless told otherwise (tls-auth-clients defaults to yes).
+        tls.client_certs = backend.tls.cert_file_env is not None
     if overrides.tls_secret is not None:
         tls.ca = SecretFile(overrides.tls_secret, CA_FILE)
         tls.cert = SecretFile(overrides.tls_secret, CERT_FILE)
