@@ -14,7 +14,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from . import audit
+from . import __version__, audit
 from .backend import Backend, Health
 from .config import ConfigError, ServerSettings
 from .fastpath import FastToolCalls
@@ -22,6 +22,7 @@ from .httpguard import guarded_protocol
 from .metrics import Metrics
 from .security import AccessControl, TokenSource
 from .tools import ToolRegistry
+from .wire import JsonRpcGate, tools_only
 
 
 #: Connection bounds (httpguard), sized for the 128 Mi limit: an open connection costs ~10 KiB (64:
@@ -46,7 +47,10 @@ class Sidecar:
         self.backend = backend
         self.metrics = Metrics(backend.name)
         self.health = Health(backend, self.metrics, timeout=min(settings.backend_timeout, 3.0))
-        self.server = MCPServer(name, instructions=instructions, log_level=settings.log_level)
+        # Tools only: no subscriptions/listen (the tool list never changes), no prompt/resource handlers.
+        self.server = MCPServer(name, instructions=instructions, version=__version__, log_level=settings.log_level,
+                                subscriptions=False)
+        tools_only(self.server)
         self.registry = ToolRegistry(
             self.server, backend=backend, health=self.health, metrics=self.metrics, read_only=settings.read_only
         )
@@ -89,6 +93,7 @@ class Sidecar:
         app = NoStandaloneStream(app)
         if self.settings.fast_path:
             app = FastToolCalls(app, self.server)
+        app = JsonRpcGate(app)  # malformed JSON-RPC: 400 + one short error, before either path
         app = CompleteBody(app, MAX_BODY_BYTES)
         return AccessControl(app, auth=self.auth, allowed_origins=self.settings.allowed_origins)
 

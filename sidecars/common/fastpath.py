@@ -18,6 +18,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent
 from mcp_types.methods import serialize_server_result
 
+from .wire import MESSAGE_KEY
+
 # Versions whose tools/call is a plain request/response in JSON mode (no per-request envelope).
 CLASSIC_VERSIONS = frozenset({b"2025-03-26", b"2025-06-18", b"2025-11-25"})
 MAX_BODY = 1024 * 1024
@@ -43,11 +45,18 @@ class FastToolCalls:
         if not eligible:
             await self.app(scope, receive, send)
             return
-        body, messages = await _read_body(receive)
-        request = _tool_call(body) if body is not None else None
-        if request is None:
-            await self.app(scope, _replay(messages, receive), send)
-            return
+        parsed = scope.get(MESSAGE_KEY)
+        if parsed is not None:  # JsonRpcGate parsed and checked it already: no second parse
+            request = _tool_call_message(parsed)
+            if request is None:
+                await self.app(scope, receive, send)
+                return
+        else:
+            body, messages = await _read_body(receive)
+            request = _tool_call(body) if body is not None else None
+            if request is None:
+                await self.app(scope, _replay(messages, receive), send)
+                return
         result = await self._call(request["params"]["name"], request["params"].get("arguments") or {})
         # The SDK's own per-version sieve, so the wire form is exactly what the SDK path would send.
         version = headers[b"mcp-protocol-version"].decode()
@@ -74,8 +83,12 @@ def _tool_call(body: bytes) -> dict | None:
     """The parsed request if it is one plain tools/call, else None (the SDK then handles it)."""
     try:
         msg = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting raises RecursionError: the SDK answers it
         return None
+    return _tool_call_message(msg)
+
+
+def _tool_call_message(msg: Any) -> dict | None:
     if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or msg.get("method") != "tools/call":
         return None
     params = msg.get("params")
