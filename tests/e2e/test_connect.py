@@ -299,6 +299,32 @@ def test_connect_prints_client_setup_with_the_token_and_exits_0_on_ctrl_c(contro
     assert "export MCP_TOKEN=$(kubectl get secret mcp-sidecar-token" in out
 
 
+def test_connect_reads_the_secret_the_sidecar_mounts_and_none_when_auth_is_off(control_plane, namespace, tmp_path):
+    """The token comes from the Secret/key in the ready pod's injected spec (auth-token-secret annotation),
+    not from the default name; with auth off there is no header and no Secret to read."""
+    cp = control_plane
+    cp.apply(injected_pod("search-0", "search", backend="elasticsearch", auth="es-token", key="bearer"), "-n", namespace)
+    mark_running(cp, namespace, "search-0", "10.1.0.8")
+    cp.apply([companion("search-mcp", "search", {"app": "search"}),
+              endpoint_slice("search-mcp", namespace, [("search-0", "10.1.0.8")]),
+              token_secret(),  # the default Secret holds another token: it must not be the one printed
+              token_secret("es-token", "bearer", "f" * 64)], "-n", namespace)
+    kubectl, _ = fake_kubectl(tmp_path, port=19002)
+    out, proc = connect_until_ready(cp, "search", "-n", namespace, "--kubectl", str(kubectl), cwd=tmp_path)
+    assert stop_with_ctrl_c(proc)[0] == 0
+    assert f"--header 'Authorization: Bearer {'f' * 64}'" in out and TOKEN not in out
+
+    cp.apply(injected_pod("open-0", "open", auth=None), "-n", namespace)
+    mark_running(cp, namespace, "open-0", "10.1.0.9")
+    cp.apply([companion("open-mcp", "open", {"app": "open"}), endpoint_slice("open-mcp", namespace, [("open-0", "10.1.0.9")])],
+             "-n", namespace)
+    nosecrets = user_kubeconfig(cp, tmp_path, "open-reader", namespace, READ_MCP)
+    out, proc = connect_until_ready(cp, "open", "-n", namespace, "--kubectl", str(kubectl), kubeconfig=nosecrets, cwd=tmp_path)
+    assert stop_with_ctrl_c(proc)[0] == 0
+    assert "(auth: none)" in out and "--header" not in out and "Authorization" not in out
+    assert "  claude mcp add --transport http open http://127.0.0.1:19002/mcp\n" in out
+
+
 def test_connect_merges_into_mcp_json_with_mode_0600(control_plane, namespace, tmp_path):
     cp = control_plane
     ready_redis(cp, namespace)
