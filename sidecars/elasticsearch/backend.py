@@ -12,14 +12,18 @@ from elasticsearch import (
 )
 
 from .config import ElasticsearchSettings
-from .transport import ResponseTooLarge, bounded_node
+from .engines import ELASTICSEARCH, ENGINE_ENV, Engine
+from .transport import ResponseTooLarge, bounded_node, opensearch_node
 
 
 class ElasticsearchBackend:
     name = "elasticsearch"
 
-    def __init__(self, settings: ElasticsearchSettings, timeout: float, max_result_bytes: int = 1024 * 1024):
+    def __init__(self, settings: ElasticsearchSettings, timeout: float, max_result_bytes: int = 1024 * 1024,
+                 engine: Engine = ELASTICSEARCH):
         self.settings = settings
+        self.engine = engine
+        self.name = engine.name
         auth: dict = {}
         if settings.api_key:  # Authorization: ApiKey <encoded>; config refuses it together with a user
             auth["api_key"] = settings.api_key
@@ -38,16 +42,20 @@ class ElasticsearchBackend:
             ca_certs=settings.ca_file,
             verify_certs=settings.verify_certs,
             connections_per_node=32,
-            node_class=bounded_node(self.read_cap, self.parse_cap),
+            node_class=self._node_class(),
             **auth,
         )
+
+    def _node_class(self):
+        node = bounded_node(self.read_cap, self.parse_cap)
+        return opensearch_node(node) if self.engine.plain_wire else node
 
     async def ping(self) -> None:
         # HEAD / lives in an optional module on some builds; cluster health is always there.
         await self.client.cluster.health(timeout="2s")
 
     def describe_error(self, exc: BaseException) -> tuple[str, str | None]:
-        where = f"Elasticsearch at {self.settings.url}"
+        where = f"{self.engine.title} at {self.settings.url}"
         if isinstance(exc, ResponseTooLarge):
             return str(exc), None
         if isinstance(exc, ConnectionTimeout):
@@ -55,13 +63,14 @@ class ElasticsearchBackend:
         if isinstance(exc, TransportConnectionError):
             return f"{where} is unreachable: {_first_line(exc)}", "connection"
         if isinstance(exc, UnsupportedProductError):
-            return f"The server at {self.settings.url} is not Elasticsearch: {_first_line(exc)}", "product"
+            return (f"The server at {self.settings.url} is not Elasticsearch: {_first_line(exc)} (an OpenSearch "
+                    f"node? set {ENGINE_ENV}=opensearch, or label the pod mcp-sidecar.dox/backend: opensearch)"), "product"
         if isinstance(exc, AuthenticationException):
             return f"{where} rejected the credentials (check ES_USERNAME/ES_PASSWORD or ES_API_KEY)", "auth"
         if isinstance(exc, AuthorizationException):
             return f"{where} refused the request: {reason(exc)}", None
         if isinstance(exc, ApiError):
-            return f"Elasticsearch error {exc.meta.status}: {reason(exc)}", None
+            return f"{self.engine.title} error {exc.meta.status}: {reason(exc)}", None
         return f"{type(exc).__name__}: {_first_line(exc)}", None
 
     async def close(self) -> None:

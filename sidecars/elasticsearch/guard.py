@@ -126,7 +126,10 @@ class IndexGuard:
         return hit[1]
 
     async def _resolve(self, expression: str) -> str:
-        resolved = (await self.client.indices.resolve_index(name=expression, expand_wildcards="open")).body
+        # `_all` means `*`; OpenSearch resolves `_all` to nothing (Elasticsearch to everything), which
+        # would let `_all` reach a legacy dot index unexcluded: resolve what it means instead.
+        parts = ["*" if p.strip() == "_all" else p for p in expression.split(",")]
+        resolved = (await self.client.indices.resolve_index(name=",".join(parts), expand_wildcards="open")).body
         hidden: list[str] = [i["name"] for i in resolved.get("indices", []) if self.system(i.get("name", ""))]
         hidden += [a["name"] for a in resolved.get("aliases", [])
                    if any(self.system(i) for i in a.get("indices", [])) and not self.system(a.get("name", ""))]
@@ -137,7 +140,6 @@ class IndexGuard:
         if named:  # an explicit alias (or name) onto a system index
             raise fail(self.refused(named[0]) + " (it points at one)")
         # Exclusions do not apply to `_all` (an invalid name once combined): `*` means the same.
-        parts = ["*" if p.strip() == "_all" else p for p in expression.split(",")]
         return ",".join([*parts, *(f"-{n}" for n in sorted(hidden))])
 
     # ------------------------------------------------------------------ ES|QL

@@ -1,4 +1,4 @@
-"""Assembles the Elasticsearch sidecar from env."""
+"""Assembles the Elasticsearch (or OpenSearch, ``ES_ENGINE=opensearch``) sidecar from env."""
 
 import json
 import time
@@ -8,10 +8,11 @@ from sidecars.common.config import Env, ServerSettings
 
 from .backend import ElasticsearchBackend
 from .config import ElasticsearchSettings
+from .engines import ELASTICSEARCH, Engine, engine_from_env
 from .tools import register
 
 INSTRUCTIONS = (
-    "Tools for the Elasticsearch running next to this server. Searches return at most a bounded "
+    "Tools for the {engine} running next to this server. Searches return at most a bounded "
     "number of hits; truncated=true means results were cut, so narrow the query, use `source` "
     "filtering or aggregations. Write tools exist only when the operator disabled read-only mode."
 )
@@ -19,17 +20,18 @@ INSTRUCTIONS = (
 
 WARNINGS = {
     "ES_ALLOW_SYSTEM_INDICES": "system and hidden indices (names starting with '.') are reachable through this sidecar",
-    "ES_ALLOW_SCRIPTED_METRIC": "scripted_metric aggregations are sent to Elasticsearch (unbounded result size)",
+    "ES_ALLOW_SCRIPTED_METRIC": "scripted_metric aggregations are sent to the datastore (unbounded result size)",
 }
 
 
-def build(environ=None) -> Sidecar:
+def build(environ=None, default_engine: Engine = ELASTICSEARCH) -> Sidecar:
     env = Env(environ)
     settings = ServerSettings.from_env(env)
+    engine = engine_from_env(env, default_engine)
     es_settings = ElasticsearchSettings.from_env(env)
     backend = ElasticsearchBackend(es_settings, timeout=settings.backend_timeout,
-                                   max_result_bytes=settings.limits.max_result_bytes)
-    sidecar = Sidecar("mcp-elasticsearch", settings, backend, INSTRUCTIONS)
+                                   max_result_bytes=settings.limits.max_result_bytes, engine=engine)
+    sidecar = Sidecar(f"mcp-{engine.name}", settings, backend, INSTRUCTIONS.format(engine=engine.title))
     register(sidecar)
     for name, on in (("ES_ALLOW_SYSTEM_INDICES", es_settings.allow_system_indices),
                      ("ES_ALLOW_SCRIPTED_METRIC", es_settings.allow_scripted_metric)):

@@ -1,5 +1,6 @@
 """The Elasticsearch tools: Elastic's own MCP server set (list_indices, get_mappings, search, esql,
 get_shards) plus cr7258's read tools; writes only when read-only mode is off, never an index deletion.
+The same tools serve OpenSearch (engines.py), without ``esql``.
 
 Hits are limited by asking for ``size <= MCP_MAX_ITEMS``; documents and aggregations are then cut
 to ``MCP_MAX_VALUE_BYTES`` per string and ``MCP_MAX_RESULT_BYTES`` overall, marked ``truncated``.
@@ -16,6 +17,7 @@ from pydantic import Field
 
 from sidecars.common import capping
 from sidecars.common.app import Sidecar
+from sidecars.common.config import Limits
 from sidecars.common.tools import fail
 
 from . import models as m
@@ -123,25 +125,8 @@ def register(sidecar: Sidecar) -> None:
                               aggregations=aggregations, took_ms=body.get("took", 0),
                               timed_out=body.get("timed_out", False), truncated=truncated or cut or agg_cut)
 
-    @tool.read("Run an ES|QL query")
-    async def esql(query: Annotated[str, Field(min_length=1, description="e.g. FROM logs | STATS count(*) BY host")]
-                   ) -> m.EsqlResult:
-        """Run an ES|QL query (Elasticsearch 8.11+); at most MCP_MAX_ITEMS rows are returned (the
-        sidecar appends a LIMIT). System indices are refused in FROM/TS/JOIN."""
-        guard.check_esql(query)
-        try:
-            resp = await es.esql.query(query=esql_with_limit(query, imax), format="json",
-                                       filter_path="columns,values")
-        except ApiError as exc:
-            if exc.meta.status in (404, 405) or (exc.meta.status == 400 and "no handler" in str(exc.body)):
-                raise fail("ES|QL is not available on this cluster (it needs Elasticsearch 8.11+ with the "
-                           "default x-pack distribution)") from None
-            raise
-        body = resp.body
-        rows, cut = capping.items(body.get("values") or [], imax)
-        rows, deep_cut = fit(rows, limits)
-        return m.EsqlResult(columns=[m.EsqlColumn(name=c["name"], type=c["type"]) for c in body.get("columns", [])],
-                            rows=rows, truncated=cut or deep_cut)
+    if sidecar.backend.engine.esql:  # Elasticsearch only (engines.py)
+        _register_esql(sidecar, guard, limits)
 
     @tool.read("Count documents")
     async def count(index: Index, query: Query = None) -> m.CountResult:
@@ -232,3 +217,29 @@ def register(sidecar: Sidecar) -> None:
         guard.check(index)
         resp = await es.indices.create(index=index, mappings=mappings, settings=settings)
         return m.WriteResult(index=resp["index"], result="acknowledged" if resp["acknowledged"] else "not_acknowledged")
+
+
+def _register_esql(sidecar: Sidecar, guard: IndexGuard, limits: Limits) -> None:
+    es = sidecar.backend.client
+    tool = sidecar.registry
+    imax = limits.max_items
+
+    @tool.read("Run an ES|QL query")
+    async def esql(query: Annotated[str, Field(min_length=1, description="e.g. FROM logs | STATS count(*) BY host")]
+                   ) -> m.EsqlResult:
+        """Run an ES|QL query (Elasticsearch 8.11+); at most MCP_MAX_ITEMS rows are returned (the
+        sidecar appends a LIMIT). System indices are refused in FROM/TS/JOIN."""
+        guard.check_esql(query)
+        try:
+            resp = await es.esql.query(query=esql_with_limit(query, imax), format="json",
+                                       filter_path="columns,values")
+        except ApiError as exc:
+            if exc.meta.status in (404, 405) or (exc.meta.status == 400 and "no handler" in str(exc.body)):
+                raise fail("ES|QL is not available on this cluster (it needs Elasticsearch 8.11+ with the "
+                           "default x-pack distribution)") from None
+            raise
+        body = resp.body
+        rows, cut = capping.items(body.get("values") or [], imax)
+        rows, deep_cut = fit(rows, limits)
+        return m.EsqlResult(columns=[m.EsqlColumn(name=c["name"], type=c["type"]) for c in body.get("columns", [])],
+                            rows=rows, truncated=cut or deep_cut)

@@ -17,9 +17,10 @@ answer is neither retried nor taken for a dead node.
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
-from elastic_transport import AiohttpHttpNode
+from elastic_transport import AiohttpHttpNode, HttpHeaders
 from elastic_transport._node._http_aiohttp import _NEEDS_CLEANUP_CLOSED
 
 # Python bytes per JSON structure, a little above CPython's (a small dict is ~180-230 bytes, a list
@@ -28,7 +29,7 @@ _PER_OBJECT, _PER_ARRAY, _PER_ITEM = 160, 64, 32
 
 
 class ResponseTooLarge(RuntimeError):
-    """Elasticsearch answered with more than the sidecar reads at once."""
+    """Elasticsearch (or OpenSearch) answered with more than the sidecar reads at once."""
 
     def __init__(self, limit: int, size: int | None = None, parsed: bool = False):
         self.limit, self.size, self.parsed = limit, size, parsed
@@ -36,7 +37,7 @@ class ResponseTooLarge(RuntimeError):
         if parsed:
             what = f"an answer that would take ~{size:,} bytes of memory (limit {limit:,})"
         super().__init__(
-            f"Elasticsearch sent {what}, more than this sidecar reads at once (set by MCP_MAX_RESULT_BYTES); "
+            f"the server sent {what}, more than this sidecar reads at once (set by MCP_MAX_RESULT_BYTES); "
             "ask for less: a smaller size or fewer buckets, `source` filtering, or a narrower index pattern")
 
 
@@ -125,3 +126,26 @@ def bounded_node(read_cap: int, parse_cap: int, pool_cap: int | None = None) -> 
 
     BoundedNode.read_cap, BoundedNode.parse_cap = read_cap, parse_cap  # type: ignore[attr-defined]
     return BoundedNode
+
+
+#: ``application/vnd.elasticsearch+json; compatible-with=8`` -> ``application/json`` (and x-ndjson).
+_VENDOR_MEDIA_TYPE = re.compile(r"application/vnd\.elasticsearch\+([\w.-]+)\s*;\s*compatible-with=\d+")
+
+
+def opensearch_node(node_class: type[AiohttpHttpNode]) -> type[AiohttpHttpNode]:
+    """``node_class`` speaking to OpenSearch (engines.py): plain JSON media types out (OpenSearch
+    answers 406 to Elastic's vendor types), and answers marked with the header the 8.x client's
+    product check looks for. Bounds, retries and errors stay those of ``node_class``."""
+
+    class OpenSearchNode(node_class):  # type: ignore[valid-type, misc]
+        async def perform_request(self, method, target, body=None, headers=None, **kwargs):
+            if headers:
+                headers = HttpHeaders(headers)
+                for name in ("accept", "content-type"):
+                    if name in headers:
+                        headers[name] = _VENDOR_MEDIA_TYPE.sub(r"application/\1", headers[name])
+            response = await super().perform_request(method, target, body=body, headers=headers, **kwargs)
+            response.meta.headers["x-elastic-product"] = "Elasticsearch"
+            return response
+
+    return OpenSearchNode

@@ -37,6 +37,9 @@ REPO = HERE.parents[1]
 ES_VERSION = "8.19.20"
 CACHE = Path(os.environ.get("MCP_TEST_CACHE", REPO / ".cache")) / "es" / ES_VERSION
 MODULE_JARS = ("transport-netty4-", "netty-")
+#: A small, quick-starting JVM for a test node (shared with opensearch_node.py).
+JVM_FLAGS = ("-XX:+UseSerialGC", "-Xss1m", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
+             "-Dfile.encoding=UTF-8", "-Dlog4j2.disable.jmx=true", "-Dio.netty.noUnsafe=true")
 
 
 def _log(message: str) -> None:
@@ -91,17 +94,19 @@ class ElasticsearchNode:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 180.0) -> "ElasticsearchNode":
+    def command(self) -> list[str]:
+        """The JVM command line (jars installed first); the node prints ``READY`` once it serves HTTP."""
         cache = ensure_installed()
         (self._home / "modules").mkdir(exist_ok=True)
         link = self._home / "modules" / "transport-netty4"
         if not link.exists():
             link.symlink_to(cache / "modules" / "transport-netty4", target_is_directory=True)
-        cmd = ["java", f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-Xss1m",
-               "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true", "-Dfile.encoding=UTF-8",
-               "-Dlog4j2.disable.jmx=true", "-Dio.netty.noUnsafe=true", "-Des.networkaddress.cache.ttl=60",
-               "--module-path", str(cache / "server"), "--add-modules", "ALL-MODULE-PATH",
-               "-cp", str(cache / "classes"), "EsTestNode", str(self._home), str(self.port)]
+        return ["java", f"-Xms{self.heap}", f"-Xmx{self.heap}", *JVM_FLAGS, "-Des.networkaddress.cache.ttl=60",
+                "--module-path", str(cache / "server"), "--add-modules", "ALL-MODULE-PATH",
+                "-cp", str(cache / "classes"), "EsTestNode", str(self._home), str(self.port)]
+
+    def start(self, timeout: float = 180.0) -> "ElasticsearchNode":
+        cmd = self.command()
         t0 = time.monotonic()
         # stdin stays a pipe: when this Python process dies, the JVM sees EOF and exits.
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -122,9 +127,10 @@ class ElasticsearchNode:
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 out = "\n".join(self._output[-30:])
                 self.stop()
-                raise RuntimeError(f"Elasticsearch node did not start:\n{out}")
+                raise RuntimeError(f"{self.engine} node did not start:\n{out}")
         self.request("GET", "/_cluster/health?wait_for_status=green&timeout=30s")
-        _log(f"{self.engine} ready on {self.url} in {time.monotonic() - t0:.1f}s")
+        print(f"[test-node] {self.engine} ready on {self.url} in {time.monotonic() - t0:.1f}s", file=sys.stderr,
+              flush=True)
         return self
 
     def request(self, method: str, path: str, body: object | None = None) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.backends.redis_server import RedisServer
@@ -85,4 +87,30 @@ def es_sidecar(es_node):
 def es_sidecar_rw(es_node):
     env = es_env(es_node, MCP_READ_ONLY="false", MCP_MAX_ITEMS="5", MCP_MAX_VALUE_BYTES="1024")
     with SidecarProcess("elasticsearch", env) as proc:
+        yield proc
+
+
+# ----------------------------------------------------------------------------- OpenSearch
+@pytest.fixture(scope="session")
+def os_node():
+    """A real OpenSearch 2.19 node (see tests/backends/opensearch_node.py) with the same `books` index."""
+    from tests.backends.opensearch_node import OpenSearchNode
+
+    with OpenSearchNode() as node:
+        node.request("PUT", "/books", {
+            "settings": {"number_of_replicas": 0},
+            "mappings": {"properties": {"title": {"type": "text"}, "year": {"type": "integer"},
+                                        "tag": {"type": "keyword"}, "blob": {"type": "text", "index": False}}},
+        })
+        bulk = "".join('{"index":{"_index":"books","_id":"%d"}}\n%s\n' % (i, json.dumps(doc))
+                       for i, doc in enumerate(BOOKS))
+        node.request("POST", "/_bulk?refresh=true", bulk)
+        node.request("POST", "/_aliases", {"actions": [{"add": {"index": "books", "alias": "library"}}]})
+        yield node
+
+
+@pytest.fixture(scope="session")
+def os_sidecar(os_node):
+    """``python -m sidecars.opensearch`` (the ``mcp-opensearch`` entry point) with default settings."""
+    with SidecarProcess("opensearch", es_env(os_node)) as proc:
         yield proc
