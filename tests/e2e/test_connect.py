@@ -286,7 +286,7 @@ def test_connect_prints_client_setup_with_the_token_and_exits_0_on_ctrl_c(contro
             "--method tools/list") in out.splitlines()
     assert TOKEN not in err
     # the stand-in kubectl was stopped with connect
-    assert subprocess.run(["pgrep", "-f", str(record)], capture_output=True).stdout == b""
+    assert subprocess.run(["pgrep", "-f", str(kubectl)], capture_output=True).stdout == b""
 
     # --no-token: placeholders, and the Secret is not read (a user without get on secrets can connect)
     reader = user_kubeconfig(cp, tmp_path, "pf-reader", namespace, READ_MCP)
