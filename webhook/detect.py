@@ -283,7 +283,7 @@ def detect_password(spec: dict[str, Any], main: dict[str, Any] | None, backend: 
         return result
     unmapped = _unmapped_secrets(main, volumes, tls_secrets) if main is not None else []
     if unmapped:
-        shown = "; ".join(unmapped[:4]) + (f"; and {len(unmapped) - 4} more" if len(unmapped) > 4 else "")
+        shown = "; ".join(unmapped[:3]) + (f"; and {len(unmapped) - 3} more" if len(unmapped) > 3 else "")
         result.warnings.append(
             f"mcp-sidecar: container {quoted(main.get('name'))} reads Secrets that could not be mapped to its password "
             f"({shown}): the sidecar has no {backend.password_env}. If the datastore requires a password, set "
@@ -348,6 +348,14 @@ def _cert_secret_guess(spec: dict[str, Any], main: dict[str, Any], volumes: list
     return None
 
 
+#: redis_exporter's TLS settings (env, flag): the client files it uses are the server's files.
+_EXPORTER_TLS = {
+    "ca": ("REDIS_EXPORTER_TLS_CA_CERT_FILE", "--tls-ca-cert-file"),
+    "cert": ("REDIS_EXPORTER_TLS_CLIENT_CERT_FILE", "--tls-client-cert-file"),
+    "key": ("REDIS_EXPORTER_TLS_CLIENT_KEY_FILE", "--tls-client-key-file"),
+}
+
+
 def _redis_tls(spec: dict[str, Any], main: dict[str, Any], volumes: list[dict[str, Any]]) -> TlsDetection:
     words = _words(main)
     env = {name: e.get("value") for name, e in _env(main).items() if isinstance(e.get("value"), str)}
@@ -375,11 +383,17 @@ def _redis_tls(spec: dict[str, Any], main: dict[str, Any], volumes: list[dict[st
     for attr, path in paths.items():
         if path:
             setattr(result, attr, secret_file(main, path, volumes))
+    # redis.conf may sit in a ConfigMap (redis-ha): an exporter in the pod names the same files.
+    for attr, (env_name, flag) in _EXPORTER_TLS.items():
+        for container in _containers(spec):
+            path = _literal(container, env_name) or _flag(_words(container), flag)
+            if getattr(result, attr) is None and container is not main and path:
+                setattr(result, attr, secret_file(container, path, volumes))
     if result.ca is None:
         result.ca = _cert_secret_guess(spec, main, volumes)
-        if result.ca is not None and result.cert is None:
-            result.cert = SecretFile(result.ca.name, CERT_FILE)
-            result.key = SecretFile(result.ca.name, KEY_FILE)
+    if result.ca is not None and result.cert is None and result.key is None:
+        result.cert = SecretFile(result.ca.name, CERT_FILE)
+        result.key = SecretFile(result.ca.name, KEY_FILE)
     auth_clients = str(env.get("REDIS_TLS_AUTH_CLIENTS") or _flag(words, "--tls-auth-clients") or "yes").lower()
     result.client_certs = auth_clients not in _FALSE and auth_clients != "optional"
     return result

@@ -52,7 +52,7 @@ CASES = [
     ("chart-redis-ha-tls.yaml", {
         "REDIS_PORT": "6385", "REDIS_TLS": "true", "REDIS_TLS_CA_FILE": f"{TLS_DIR}/ca.crt",
         "REDIS_PASSWORD": _ref("sessions-redis-ha", "auth")},
-     {"redis-ha-tls": {"ca.crt": "ca.crt", "tls.crt": "tls.crt", "tls.key": "tls.key"}}, None),
+     {"redis-ha-tls": {"ca.crt": "ca.crt", "redis.crt": "tls.crt", "redis.key": "tls.key"}}, None),
     ("chart-redis-args-tls.yaml", {
         "REDIS_PORT": "6380", "REDIS_TLS": "true", "REDIS_TLS_CA_FILE": f"{TLS_DIR}/ca.crt",
         "REDIS_TLS_SERVER_NAME": "queue.jobs.svc.cluster.local",
@@ -115,8 +115,14 @@ def test_tls_without_ca_warns_and_keeps_verification() -> None:
     result, env, sources = _inject(_redis_pod(args=["--port", "0", "--tls-port", "6380"]))
     assert env["REDIS_TLS"] == "true" and env["REDIS_PORT"] == "6380"
     assert "REDIS_TLS_VERIFY" not in env and "REDIS_TLS_CA_FILE" not in env and sources == {}
-    assert any("no CA certificate was found" in w and "mcp-sidecar.dox/tls-secret" in w for w in result.warnings)
-    assert any("requires client certificates" in w for w in result.warnings)
+    assert result.warnings == [
+        "mcp-sidecar: the redis datastore serves TLS only (args --port 0 --tls-port) but no CA certificate was found in "
+        "a Secret the pod mounts: the sidecar verifies the server against the system CAs and will likely fail to "
+        'connect. Set mcp-sidecar.dox/tls-secret: NAME (a Secret with ca.crt), or mcp-sidecar.dox/tls: "false" if the '
+        "datastore does not use TLS",
+        "mcp-sidecar: the redis datastore requires client certificates (tls-auth-clients) but no certificate and key "
+        "were found in a Secret the pod mounts: the datastore will refuse the sidecar. Set mcp-sidecar.dox/tls-secret: "
+        "NAME (a Secret with ca.crt, tls.crt and tls.key)"]
 
 
 def test_annotations_force_tls_and_name_the_secret() -> None:
@@ -169,3 +175,11 @@ def test_requirepass_literal_is_not_copied() -> None:
     assert "REDIS_PASSWORD" not in env
     assert any("--requirepass is a literal value" in w for w in result.warnings)
     assert not any("hunter2" in w for w in result.warnings)
+
+
+def test_unmapped_secret_warning_is_bounded() -> None:
+    """Echoed pod input is clipped: a pod with many long Secret names gives a short warning."""
+    env = [{"name": f"X{i}" * 40, "valueFrom": {"secretKeyRef": {"name": f"s{i}" * 60, "key": "k"}}} for i in range(50)]
+    result, _, _ = _inject(_redis_pod(env=env))
+    assert len(result.warnings) == 1 and len(result.warnings[0]) < 800
+    assert "and 47 more" in result.warnings[0]
