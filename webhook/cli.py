@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         "connect", help="port-forward to a workload's MCP Service and print ready-to-paste client setup",
         epilog="exit codes: 0 stopped with Ctrl-C; 2 usage/kubeconfig/unmergeable .mcp.json; 3 no companion Service; "
                "4 no ready endpoint; 5 forbidden (RBAC); 6 token Secret missing; 7 port-forward failed")
-    connect.add_argument("target", help="WORKLOAD, SERVICE, or statefulset/NAME, deployment/NAME, daemonset/NAME, svc/NAME")
+    connect.add_argument("target", help="WORKLOAD, SERVICE, or statefulset/NAME, deployment/NAME, daemonset/NAME, svc/NAME, pod/NAME")
     connect.add_argument("--kubeconfig")
     connect.add_argument("--context")
     connect.add_argument("-n", "--namespace")

@@ -38,7 +38,17 @@ from urllib.parse import quote
 
 from webhook.companion import LABEL_COMPANION_OF, MCP_SERVICE_PORT, companion_name
 from webhook.constants import LABEL_BACKEND, SIDECAR_PORT_NAME, TOKEN_SECRET_KEY, TOKEN_SECRET_NAME
-from webhook.endpoints import MCP_PATH, LABEL_SERVICE_NAME, auth_of, get_json, list_path, ready_addresses, sidecar_of, sidecar_ready
+from webhook.endpoints import (
+    LABEL_SERVICE_NAME,
+    MCP_PATH,
+    auth_of,
+    get_json,
+    list_path,
+    ready_addresses,
+    sidecar_of,
+    sidecar_port,
+    sidecar_ready,
+)
 
 EXIT_USAGE, EXIT_NO_SERVICE, EXIT_NOT_READY, EXIT_FORBIDDEN, EXIT_NO_SECRET, EXIT_FORWARD = 2, 3, 4, 5, 6, 7
 TOKEN_PLACEHOLDER = "$MCP_TOKEN"
@@ -47,6 +57,7 @@ WORKLOAD_KINDS = {"statefulset": ("apps/v1", "statefulsets", "StatefulSet"), "st
                   "deployment": ("apps/v1", "deployments", "Deployment"), "deploy": ("apps/v1", "deployments", "Deployment"),
                   "daemonset": ("apps/v1", "daemonsets", "DaemonSet"), "ds": ("apps/v1", "daemonsets", "DaemonSet")}
 SERVICE_KINDS = {"svc", "service", "services"}
+POD_KINDS = {"pod", "po", "pods"}
 
 
 class ConnectError(Exception):
@@ -98,16 +109,25 @@ def _is_mcp_service(svc: Mapping[str, Any]) -> bool:
 
 @dataclass
 class Target:
+    """A Service (the usual case) or, with ``pod/NAME``, one injected pod (a bare pod has no Service)."""
+
     namespace: str
-    service: dict[str, Any]
+    service: dict[str, Any] | None
     workload: str
+    pod: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
-        return self.service["metadata"]["name"]
+        return (self.service if self.service is not None else self.pod or {})["metadata"]["name"]
+
+    @property
+    def ref(self) -> str:
+        return f"{'svc' if self.service is not None else 'pod'}/{self.name}"
 
     @property
     def port(self) -> int:
+        if self.service is None:
+            return sidecar_port(self.pod or {}) or MCP_SERVICE_PORT
         return next((p["port"] for p in self.service["spec"].get("ports") or [] if p.get("name") == SIDECAR_PORT_NAME),
                     MCP_SERVICE_PORT)
 
@@ -116,9 +136,17 @@ def resolve(api: Any, namespace: str, ref: str) -> Target:
     """WORKLOAD, SERVICE or KIND/NAME -> the companion Service (or a Service with a port named mcp)."""
     kind, _, name = ref.rpartition("/")
     kind = kind.lower()
-    if not name or (kind and kind not in SERVICE_KINDS and kind not in WORKLOAD_KINDS):
+    if not name or (kind and kind not in SERVICE_KINDS and kind not in WORKLOAD_KINDS and kind not in POD_KINDS):
         raise ConnectError(EXIT_USAGE, f"cannot connect to {clip(ref)!r}: give a workload or Service name, or "
-                                       "statefulset/NAME, deployment/NAME, daemonset/NAME, svc/NAME")
+                                       "statefulset/NAME, deployment/NAME, daemonset/NAME, svc/NAME, pod/NAME")
+    if kind in POD_KINDS:
+        pod = _get(api, f"{list_path('pods', namespace)}/{quote(name, safe='')}", ("get", "pods"), namespace, name)
+        if pod is None:
+            raise ConnectError(EXIT_NO_SERVICE, f"no pod {clip(name)} in namespace {namespace} (see: mcp-sidecar ls -n {namespace})")
+        if sidecar_of(pod) is None:
+            raise ConnectError(EXIT_NO_SERVICE, f"pod {namespace}/{clip(name)} has no mcp-sidecar container "
+                                                f"(why: mcp-sidecar check-inject {clip(name)} -n {namespace})")
+        return Target(namespace, None, name, pod)
     candidates = [name, companion_name(name)] if kind in SERVICE_KINDS or not kind else [companion_name(name)]
     for candidate in dict.fromkeys(candidates):
         svc = _service(api, namespace, candidate)
@@ -308,7 +336,7 @@ FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) ->")
 def start_port_forward(kubectl: str, kube_args: list[str], target: Target, local_port: int,
                        timeout: float = 30) -> tuple[subprocess.Popen, int]:
     argv = [kubectl, *kube_args, "port-forward", "-n", target.namespace, "--address", "127.0.0.1",
-            f"svc/{target.name}", f"{local_port or ''}:{target.port}"]
+            target.ref, f"{local_port or ''}:{target.port}"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     found: list[int] = []
     stderr_tail: list[str] = []
@@ -334,7 +362,7 @@ def start_port_forward(kubectl: str, kube_args: list[str], target: Target, local
             detail = " | ".join(stderr_tail) or f"no 'Forwarding from' line within {timeout:.0f}s"
             code = EXIT_FORBIDDEN if "forbidden" in detail.lower() else EXIT_FORWARD
             hint = " (RBAC: port-forward needs verb 'create' on resource 'pods/portforward')" if code == EXIT_FORBIDDEN else ""
-            raise ConnectError(code, f"kubectl port-forward svc/{target.name} failed: {clip(detail, 400)}{hint}")
+            raise ConnectError(code, f"kubectl port-forward {target.ref} failed: {clip(detail, 400)}{hint}")
         time.sleep(0.05)
     proc.stderr_tail = stderr_tail  # type: ignore[attr-defined]
     return proc, found[0]
@@ -370,11 +398,16 @@ class ConnectOptions:
 def prepare(api: Any, opts: ConnectOptions) -> tuple[Target, tuple[str, str] | None, str | None]:
     """Everything before the port-forward: (target, auth Secret or None, token / placeholder / None)."""
     target = resolve(api, opts.namespace, opts.ref)
-    endpoints = ready_endpoints(api, target)
-    pods = pods_of(api, target)
-    if not endpoints:
-        raise ConnectError(EXIT_NOT_READY, not_ready_message(target, pods))
-    auth = auth_secret(api, target, endpoints, pods)
+    if target.pod is not None:
+        if not sidecar_ready(target.pod) or target.pod["metadata"].get("deletionTimestamp"):
+            raise ConnectError(EXIT_NOT_READY, f"pod {target.namespace}/{_pod_state(target.pod)} is not ready to serve MCP")
+        auth = auth_of(target.pod)
+    else:
+        endpoints = ready_endpoints(api, target)
+        pods = pods_of(api, target)
+        if not endpoints:
+            raise ConnectError(EXIT_NOT_READY, not_ready_message(target, pods))
+        auth = auth_secret(api, target, endpoints, pods)
     if auth is None:
         return target, None, None
     token = TOKEN_PLACEHOLDER if opts.no_token else read_token(api, opts.namespace, *auth)
@@ -400,7 +433,7 @@ def run_connect(api: Any, opts: ConnectOptions, out: TextIO = sys.stdout, err: T
         return exc.code
     url = f"http://127.0.0.1:{port}{MCP_PATH}"
     try:
-        print(f"Forwarding {url} -> svc/{target.name}:{target.port} in namespace {target.namespace} "
+        print(f"Forwarding {url} -> {target.ref}:{target.port} in namespace {target.namespace} "
               f"(auth: {'none' if auth is None else f'token from Secret {auth[0]}'}). Ctrl-C to stop.\n", file=out)
         hint = ""
         if token == TOKEN_PLACEHOLDER:

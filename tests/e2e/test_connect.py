@@ -358,3 +358,25 @@ def test_connect_merges_into_mcp_json_with_mode_0600(control_plane, namespace, t
     done = cli(cp, "connect", "redis", "-n", namespace, "--write-mcp-json", str(broken), "--kubectl", str(kubectl))
     assert done.returncode == 2 and "left unchanged" in done.stderr, done.stderr
     assert broken.read_text() == "{not json"
+
+
+def test_connect_to_a_bare_injected_pod(control_plane, namespace, tmp_path):
+    """``pod/NAME``: an injected pod without a Service (what ``ls`` lists as a Pod row) is reachable too."""
+    cp = control_plane
+    cp.apply([injected_pod("scratch", "scratch"), token_secret()], "-n", namespace)
+    done = cli(cp, "connect", "pod/scratch", "-n", namespace)
+    assert done.returncode == 4 and f"pod {namespace}/scratch (Pending) is not ready" in done.stderr, done.stderr
+    mark_running(cp, namespace, "scratch", "10.1.0.10")
+    kubectl, record = fake_kubectl(tmp_path, port=19003)
+    out, proc = connect_until_ready(cp, "pod/scratch", "-n", namespace, "--port", "0", "--kubectl", str(kubectl), cwd=tmp_path)
+    assert stop_with_ctrl_c(proc)[0] == 0
+    assert json.loads(record.read_text())[-2:] == ["pod/scratch", ":9000"]
+    assert f"--header 'Authorization: Bearer {TOKEN}'" in out
+
+    plain = injected_pod("plain", "plain")
+    plain["spec"]["containers"].pop()
+    cp.apply(plain, "-n", namespace)
+    done = cli(cp, "connect", "pod/plain", "-n", namespace)
+    assert done.returncode == 3 and "has no mcp-sidecar container" in done.stderr, done.stderr
+    done = cli(cp, "connect", "pod/absent", "-n", namespace)
+    assert done.returncode == 3 and "no pod absent" in done.stderr, done.stderr
