@@ -302,7 +302,10 @@ def merge_mcp_json(path: Path, name: str, url: str, token: str | None) -> None:
         entry["headers"] = {"Authorization": f"Bearer {value}"}
     data.setdefault("mcpServers", {})[name] = entry
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=".mcp.json.", dir=directory)  # mkstemp creates it 0600
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".mcp.json.", dir=directory)  # mkstemp creates it 0600
+    except OSError as exc:
+        raise ConnectError(EXIT_USAGE, f"cannot write {path}: {clip(exc.strerror or exc)}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
@@ -337,7 +340,10 @@ def start_port_forward(kubectl: str, kube_args: list[str], target: Target, local
                        timeout: float = 30) -> tuple[subprocess.Popen, int]:
     argv = [kubectl, *kube_args, "port-forward", "-n", target.namespace, "--address", "127.0.0.1",
             target.ref, f"{local_port or ''}:{target.port}"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    except OSError as exc:
+        raise ConnectError(EXIT_FORWARD, f"cannot run {clip(kubectl)}: {clip(exc.strerror or exc)}") from None
     found: list[int] = []
     stderr_tail: list[str] = []
 
@@ -355,15 +361,19 @@ def start_port_forward(kubectl: str, kube_args: list[str], target: Target, local
     threading.Thread(target=read_stdout, daemon=True).start()
     threading.Thread(target=read_stderr, daemon=True).start()
     deadline = time.monotonic() + timeout
-    while not found:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc)
-            time.sleep(0.1)
-            detail = " | ".join(stderr_tail) or f"no 'Forwarding from' line within {timeout:.0f}s"
-            code = EXIT_FORBIDDEN if "forbidden" in detail.lower() else EXIT_FORWARD
-            hint = " (RBAC: port-forward needs verb 'create' on resource 'pods/portforward')" if code == EXIT_FORBIDDEN else ""
-            raise ConnectError(code, f"kubectl port-forward {target.ref} failed: {clip(detail, 400)}{hint}")
-        time.sleep(0.05)
+    try:
+        while not found:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop(proc)
+                time.sleep(0.1)
+                detail = " | ".join(stderr_tail) or f"no 'Forwarding from' line within {timeout:.0f}s"
+                code = EXIT_FORBIDDEN if "forbidden" in detail.lower() else EXIT_FORWARD
+                hint = " (RBAC: port-forward needs verb 'create' on resource 'pods/portforward')" if code == EXIT_FORBIDDEN else ""
+                raise ConnectError(code, f"kubectl port-forward {target.ref} failed: {clip(detail, 400)}{hint}")
+            time.sleep(0.05)
+    except BaseException:
+        stop(proc)  # Ctrl-C while waiting: kubectl runs in its own session and would outlive us
+        raise
     proc.stderr_tail = stderr_tail  # type: ignore[attr-defined]
     return proc, found[0]
 
@@ -427,10 +437,15 @@ def run_connect(api: Any, opts: ConnectOptions, out: TextIO = sys.stdout, err: T
         mcp_json = Path(opts.write_mcp_json) if opts.write_mcp_json else None
         if mcp_json is not None:
             load_mcp_json(mcp_json)  # fail before forwarding, not after
+            if not (mcp_json.parent if str(mcp_json.parent) else Path(".")).is_dir():
+                raise ConnectError(EXIT_USAGE, f"cannot write {mcp_json}: no directory {mcp_json.parent}")
         proc, port = start_port_forward(kubectl, kube_args, target, pick_local_port(opts.port))
     except ConnectError as exc:
         print(f"error: {exc}", file=err)
         return exc.code
+    except KeyboardInterrupt:
+        print("interrupted before the port-forward was up", file=err)
+        return 130
     url = f"http://127.0.0.1:{port}{MCP_PATH}"
     try:
         print(f"Forwarding {url} -> {target.ref}:{target.port} in namespace {target.namespace} "

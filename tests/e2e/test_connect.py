@@ -380,3 +380,19 @@ def test_connect_to_a_bare_injected_pod(control_plane, namespace, tmp_path):
     assert done.returncode == 3 and "has no mcp-sidecar container" in done.stderr, done.stderr
     done = cli(cp, "connect", "pod/absent", "-n", namespace)
     assert done.returncode == 3 and "no pod absent" in done.stderr, done.stderr
+
+
+def test_connect_port_forward_failures_are_one_line_exit_7(control_plane, namespace, tmp_path):
+    """The real kubectl, refused by the API server (the pod is on no node here), and a missing binary."""
+    from tests.cluster.controlplane import BIN_DIR
+
+    cp = control_plane
+    ready_redis(cp, namespace)
+    done = cli(cp, "connect", "redis", "-n", namespace, "--port", "0", "--kubectl", str(BIN_DIR / "kubectl"))
+    assert done.returncode == 7, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: kubectl port-forward svc/redis-mcp failed: ") and "redis-0" in line, line
+    assert TOKEN not in done.stdout + done.stderr  # nothing printed before the forward is up
+
+    done = cli(cp, "connect", "redis", "-n", namespace, "--kubectl", str(tmp_path / "no-kubectl"))
+    assert done.returncode == 7 and "cannot run" in done.stderr, done.stderr
