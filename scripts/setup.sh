@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests start for real: Redis, bubblewrap (read-only root / uid 1000 runs),
+# nginx (the TLS + basic-auth front standing in for Elasticsearch 8 security, tests/backends/tls.py),
 # wrk (admission benchmark). Java+Maven (the Elasticsearch test node) and Node/npm (MCP Inspector)
 # come with the machine image; installed from Debian only when absent.
-APT_PACKAGES=(redis-server bubblewrap)
+APT_PACKAGES=(redis-server bubblewrap nginx)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -34,6 +35,9 @@ if ((${#missing[@]})); then
   # The package starts a system-wide redis on 6379; the tests start their own on free ports.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
   $SUDO service redis-server stop >/dev/null 2>&1 || true
+  # Likewise nginx on port 80: the tests run their own on free loopback ports.
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+  $SUDO service nginx stop >/dev/null 2>&1 || true
   # Debian's containerd package may start a system containerd; the node stage runs its own.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now containerd >/dev/null 2>&1 || true; fi
   $SUDO service containerd stop >/dev/null 2>&1 || true

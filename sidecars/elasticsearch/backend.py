@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 from elastic_transport import ConnectionError as TransportConnectionError, ConnectionTimeout
 from elasticsearch import (
     ApiError,
@@ -11,9 +13,23 @@ from elasticsearch import (
     UnsupportedProductError,
 )
 
+from sidecars.common.config import ConfigError
+from sidecars.common.tls import announce, client_context, describe_tls_failure
+
 from .config import ElasticsearchSettings
 from .engines import ELASTICSEARCH, ENGINE_ENV, Engine
 from .transport import ResponseTooLarge, bounded_node, opensearch_node
+
+
+def es_tls_context(settings: ElasticsearchSettings) -> ssl.SSLContext:
+    """The client context (sidecars/common/tls.py), with the startup line; an unusable CA file exits 2."""
+    try:
+        context = client_context(settings.tls_settings)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"ES_CA_CERT: cannot load the PEM file: {str(exc)[:200]}") from None
+    announce("elasticsearch", settings.tls_settings, verify_setting="ES_VERIFY_CERTS",
+             server_name_setting="ES_TLS_SERVER_NAME", ca_setting="ES_CA_CERT")
+    return context
 
 
 class ElasticsearchBackend:
@@ -34,16 +50,20 @@ class ElasticsearchBackend:
         # 2 MiB and 16 MiB: an idle sidecar is ~90 MiB of a 128Mi limit.
         self.read_cap = 2 * max_result_bytes
         self.parse_cap = 16 * max_result_bytes
+        tls: dict = {}
+        if settings.scheme == "https":
+            tls["ssl_context"] = es_tls_context(settings)
+            if not settings.verify_certs:
+                tls["ssl_show_warn"] = False  # announce() said it once at start, not once per node
         self.client = AsyncElasticsearch(
             settings.url,
             request_timeout=timeout,
             max_retries=1,  # one retry on a dead pooled connection; a down node still fails fast
             retry_on_timeout=False,
-            ca_certs=settings.ca_file,
-            verify_certs=settings.verify_certs,
             connections_per_node=32,
             node_class=self._node_class(),
             **auth,
+            **tls,
         )
 
     def _node_class(self):
@@ -61,11 +81,22 @@ class ElasticsearchBackend:
         if isinstance(exc, ConnectionTimeout):
             return f"{where} did not answer in time", "timeout"
         if isinstance(exc, TransportConnectionError):
+            if self.settings.scheme == "https":
+                tls = describe_tls_failure(exc, where, ca_setting="ES_CA_CERT",
+                                           server_name_setting="ES_TLS_SERVER_NAME")
+                if tls:
+                    return tls, "tls"
+            elif "server disconnected" in str(exc).lower() or "bad request" in str(exc).lower():
+                return (f"{where} is unreachable: {_first_line(exc)} (if Elasticsearch serves HTTPS, set "
+                        "ES_SCHEME=https and ES_CA_CERT)"), "connection"
             return f"{where} is unreachable: {_first_line(exc)}", "connection"
         if isinstance(exc, UnsupportedProductError):
             return (f"The server at {self.settings.url} is not Elasticsearch: {_first_line(exc)} (an OpenSearch "
                     f"node? set {ENGINE_ENV}=opensearch, or label the pod mcp-sidecar.dox/backend: opensearch)"), "product"
         if isinstance(exc, AuthenticationException):
+            if not (self.settings.username or self.settings.api_key):
+                return (f"{where} requires authentication (401) and this sidecar has no credentials: set "
+                        "ES_USERNAME/ES_PASSWORD or ES_API_KEY"), "auth"
             return f"{where} rejected the credentials (check ES_USERNAME/ES_PASSWORD or ES_API_KEY)", "auth"
         if isinstance(exc, AuthorizationException):
             return f"{where} refused the request: {reason(exc)}", None

@@ -6,6 +6,7 @@ import base64
 from dataclasses import dataclass
 
 from sidecars.common.config import ConfigError, Env
+from sidecars.common.tls import TlsSettings
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class ElasticsearchSettings:
     api_key: str | None = None
     ca_file: str | None = None
     verify_certs: bool = True
+    #: ES_TLS_SERVER_NAME: the name the certificate must carry (and SNI); unset: chain only (tls.py).
+    tls_server_name: str | None = None
     #: ES_ALLOW_SYSTEM_INDICES: reach indices whose names start with '.' (refused by default; see guard.py).
     allow_system_indices: bool = False
     #: ES_ALLOW_SCRIPTED_METRIC: let `search` send scripted_metric aggregations (refused by default).
@@ -27,6 +30,10 @@ class ElasticsearchSettings:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def tls_settings(self) -> TlsSettings:
+        return TlsSettings(ca_file=self.ca_file, server_name=self.tls_server_name, verify=self.verify_certs)
 
     @classmethod
     def from_env(cls, env: Env) -> "ElasticsearchSettings":
@@ -52,6 +59,7 @@ class ElasticsearchSettings:
             api_key=api_key,
             ca_file=env.file("ES_CA_CERT"),
             verify_certs=env.bool("ES_VERIFY_CERTS", True),
+            tls_server_name=env.str("ES_TLS_SERVER_NAME"),
             allow_system_indices=env.bool("ES_ALLOW_SYSTEM_INDICES", False),
             allow_scripted_metric=env.bool("ES_ALLOW_SCRIPTED_METRIC", False),
         )

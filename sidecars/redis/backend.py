@@ -10,6 +10,8 @@ waiting for a free pooled connection gives up after half of it and says the side
 from __future__ import annotations
 
 import asyncio
+import ssl
+from typing import Mapping
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -23,7 +25,8 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
-from sidecars.common.config import Limits
+from sidecars.common.config import ConfigError, Limits
+from sidecars.common.tls import announce, client_context, describe_tls_failure
 
 from .config import RedisSettings
 from .protocol import capped_parser
@@ -54,6 +57,30 @@ class BusyAwarePool(aioredis.BlockingConnectionPool):
             raise
 
 
+class TlsConnection(aioredis.SSLConnection):
+    """An SSLConnection on our own context (sidecars/common/tls.py): the chain is always verified,
+    the hostname only against REDIS_TLS_SERVER_NAME, which is also sent as SNI."""
+
+    def __init__(self, *, tls_context: ssl.SSLContext, **kwargs):
+        super().__init__(**kwargs)
+        self.tls_context = tls_context
+
+    def _connection_arguments(self) -> Mapping:
+        return {**super()._connection_arguments(), "ssl": self.tls_context}
+
+
+def redis_tls_context(settings: RedisSettings) -> ssl.SSLContext:
+    """The client context, with the startup line that states the policy; unusable files exit 2."""
+    try:
+        context = client_context(settings.tls_settings)
+    except (ssl.SSLError, OSError) as exc:
+        names = "REDIS_TLS_CERT_FILE/REDIS_TLS_KEY_FILE" if settings.tls_cert_file else "REDIS_TLS_CA_FILE"
+        raise ConfigError(f"{names}: cannot load the PEM file(s): {str(exc)[:200]}") from None
+    announce("redis", settings.tls_settings, verify_setting="REDIS_TLS_VERIFY",
+             server_name_setting="REDIS_TLS_SERVER_NAME", ca_setting="REDIS_TLS_CA_FILE")
+    return context
+
+
 class RedisBackend:
     name = "redis"
 
@@ -65,14 +92,7 @@ class RedisBackend:
         element_cap = max(limits.max_value_bytes + 1, limits.max_result_bytes)
         kwargs: dict = {}
         if settings.tls:
-            kwargs.update(
-                connection_class=aioredis.SSLConnection,
-                ssl_ca_certs=settings.tls_ca_file,
-                ssl_certfile=settings.tls_cert_file,
-                ssl_keyfile=settings.tls_key_file,
-                ssl_cert_reqs="required" if settings.tls_verify else "none",
-                ssl_check_hostname=settings.tls_verify,
-            )
+            kwargs.update(connection_class=TlsConnection, tls_context=redis_tls_context(settings))
         pool = BusyAwarePool(
             host=settings.host,
             port=settings.port,
@@ -109,6 +129,22 @@ class RedisBackend:
         if isinstance(exc, (RedisTimeoutError, asyncio.TimeoutError)):
             return f"{where} did not answer within MCP_BACKEND_TIMEOUT ({self.timeout:g}s)", "timeout"
         if isinstance(exc, RedisConnectionError):
+            if self.settings.tls:
+                tls = describe_tls_failure(exc, where, ca_setting="REDIS_TLS_CA_FILE",
+                                           server_name_setting="REDIS_TLS_SERVER_NAME",
+                                           client_cert_setting="REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE")
+                if tls:
+                    return tls, "tls"
+                if not self.settings.tls_cert_file and _dropped(exc):
+                    # TLS 1.3: a server that requires client certificates checks them after the
+                    # handshake; its alert often loses the race with the reset that follows it.
+                    return (f"{where} is unreachable: {exc} (a Redis with tls-auth-clients closes connections "
+                            "without a client certificate it accepts: set REDIS_TLS_CERT_FILE and "
+                            "REDIS_TLS_KEY_FILE)"), "connection"
+            elif _dropped(exc):
+                # A TLS-only port (`--port 0 --tls-port N`) drops a plaintext client without a word.
+                return (f"{where} is unreachable: {exc} (if this Redis serves TLS only, set REDIS_TLS=true "
+                        "and REDIS_TLS_CA_FILE)"), "connection"
             return f"{where} is unreachable: {exc}", "connection"
         if isinstance(exc, ResponseError):
             text = str(exc)
@@ -121,3 +157,9 @@ class RedisBackend:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _dropped(exc: BaseException) -> bool:
+    """The server closed or reset the connection right away (not a refused or timed-out one)."""
+    text = str(exc).lower()
+    return "closed by server" in text or "reset by peer" in text

@@ -31,6 +31,13 @@ class TlsFiles:
     cert: str
     key: str
     ca: str
+    #: ``--tls-auth-clients yes``: the server requires a client certificate signed by ``ca``.
+    auth_clients: bool = False
+    #: What this module's own PING/command present when ``auth_clients`` is on.
+    client_cert: str | None = None
+    client_key: str | None = None
+    #: The name the server certificate carries (checked by this module's own PING); None: the host.
+    server_name: str | None = None
 
 
 class RedisServer:
@@ -60,7 +67,8 @@ class RedisServer:
             args += ["--requirepass", self.password]
         if self.tls:
             args[1:3] = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls.cert,
-                         "--tls-key-file", self.tls.key, "--tls-ca-cert-file", self.tls.ca, "--tls-auth-clients", "no"]
+                         "--tls-key-file", self.tls.key, "--tls-ca-cert-file", self.tls.ca,
+                         "--tls-auth-clients", "yes" if self.tls.auth_clients else "no"]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -77,7 +85,9 @@ class RedisServer:
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
         if self.tls:
             context = ssl.create_default_context(cafile=self.tls.ca)
-            sock = context.wrap_socket(sock, server_hostname=self.host)
+            if self.tls.client_cert:
+                context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+            sock = context.wrap_socket(sock, server_hostname=self.tls.server_name or self.host)
         return sock
 
     def ping(self) -> bool:

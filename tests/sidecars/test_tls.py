@@ -1,0 +1,159 @@
+"""The sidecars against real TLS datastores, as the injector configures them for TLS-only pods.
+
+Redis: Debian's redis-server with ``--port 0 --tls-port N`` and ``--requirepass``, with and without
+``--tls-auth-clients``. Elasticsearch: the real node behind nginx doing TLS + basic auth (ES 8
+security's outside behaviour). Certificates name a Service, never localhost: the sidecar dials
+loopback, so the chain is verified against the CA and the hostname only when ``*_TLS_SERVER_NAME``
+says which name to expect (sidecars/common/tls.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.backends.redis_server import RedisServer
+from tests.backends.tls import TestPKI, TlsFront, nginx_binary, redis_cli, redis_tls_files
+
+from .conftest import redis_env
+from .helpers import SidecarProcess, call, error_text
+
+pytestmark = pytest.mark.slow
+
+SERVICE = "redis-master.demo.svc.cluster.local"
+ES_SERVICE = "elasticsearch-master.demo.svc"
+ES_PASSWORD = "elastic-Pa55-w0rd"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return TestPKI(tmp_path_factory.mktemp("pki"), SERVICE, "redis-master.demo.svc", ES_SERVICE)
+
+
+@pytest.fixture(scope="module")
+def redis_mtls(pki):
+    """TLS only, client certificates required, password: bitnami redis with tls.authClients (default)."""
+    with RedisServer(tls=redis_tls_files(pki, auth_clients=True), password="tls-pw") as server:
+        redis_cli(server, pki, "SET", "greeting", "hello over mTLS")
+        yield server
+
+
+@pytest.fixture(scope="module")
+def redis_tls(pki):
+    """TLS only, no client certificates (``--tls-auth-clients no``), password."""
+    with RedisServer(tls=redis_tls_files(pki, auth_clients=False), password="tls-pw") as server:
+        redis_cli(server, pki, "SET", "greeting", "hello over TLS")
+        yield server
+
+
+def tls_env(server: RedisServer, pki: TestPKI, **extra: str) -> dict[str, str]:
+    # "localhost", as the injector sets it: the certificate does not name it.
+    return redis_env(server, **{"REDIS_HOST": "localhost", "REDIS_TLS": "true", "REDIS_TLS_CA_FILE": str(pki.ca),
+                                **extra})
+
+
+def events(sidecar: SidecarProcess, name: str) -> list[dict]:
+    return [line for line in sidecar.audit_lines() if line.get("event") == name]
+
+
+def test_redis_mtls_with_server_name_answers(redis_mtls, pki):
+    env = tls_env(redis_mtls, pki, REDIS_TLS_CERT_FILE=str(pki.client_cert), REDIS_TLS_KEY_FILE=str(pki.client_key),
+                  REDIS_TLS_SERVER_NAME=SERVICE)
+    with SidecarProcess("redis", env) as sidecar:
+        assert call(sidecar.url, "get", {"key": "greeting"}).structured_content["value"] == "hello over mTLS"
+        assert sidecar.get("/health").json()["reachable"] is True
+        [tls] = events(sidecar, "tls")
+        assert tls["hostname_check"] is True and tls["server_name"] == SERVICE and tls["client_certificate"] is True
+
+
+def test_redis_tls_without_server_name_verifies_the_chain_only(redis_tls, pki):
+    """The injector may not know the Service name: the chain is still verified, the skipped hostname
+    check is stated at startup."""
+    with SidecarProcess("redis", tls_env(redis_tls, pki)) as sidecar:
+        assert call(sidecar.url, "get", {"key": "greeting"}).structured_content["value"] == "hello over TLS"
+        [tls] = events(sidecar, "tls")
+        assert tls["verify"] == "chain" and tls["hostname_check"] is False
+        assert "loopback" in tls["message"] and "REDIS_TLS_SERVER_NAME" in tls["message"]
+
+
+def test_redis_tls_failures_are_explicit_and_never_fall_back(redis_mtls, redis_tls, pki):
+    """Wrong CA, wrong server name, missing client certificate: each one says what to fix, in the
+    tool error and in /health, and no data comes back."""
+    cases = [
+        (redis_tls, {"REDIS_TLS_CA_FILE": str(pki.other_ca)}, ["certificate verify failed", "REDIS_TLS_CA_FILE"]),
+        (redis_tls, {"REDIS_TLS_SERVER_NAME": "redis-replicas.other.svc"},
+         ["certificate verify failed", "redis-replicas.other.svc", "REDIS_TLS_SERVER_NAME"]),
+        (redis_mtls, {}, ["client certificate", "REDIS_TLS_CERT_FILE"]),
+    ]
+    for server, extra, expected in cases:
+        with SidecarProcess("redis", tls_env(server, pki, **extra)) as sidecar:
+            result = call(sidecar.url, "get", {"key": "greeting"})
+            assert result.is_error and result.structured_content is None
+            text = error_text(result)
+            health = sidecar.get("/health")
+            for needle in expected:
+                assert needle in text, (extra, text)
+                assert needle in health.json()["last_error"], (extra, health.text)
+            assert health.status_code == 503
+            assert "hello" not in text
+
+
+def test_redis_plaintext_client_on_a_tls_port_is_told_to_enable_tls(redis_tls):
+    with SidecarProcess("redis", redis_env(redis_tls)) as sidecar:
+        result = call(sidecar.url, "get", {"key": "greeting"})
+        assert result.is_error and "REDIS_TLS=true" in error_text(result)
+
+
+def test_redis_verify_off_is_an_explicit_logged_opt_out(redis_tls, pki):
+    env = tls_env(redis_tls, pki, REDIS_TLS_CA_FILE=str(pki.other_ca), REDIS_TLS_VERIFY="false")
+    with SidecarProcess("redis", env) as sidecar:
+        assert call(sidecar.url, "get", {"key": "greeting"}).structured_content["value"] == "hello over TLS"
+        [warning] = events(sidecar, "config_warning")
+        assert warning["setting"] == "REDIS_TLS_VERIFY=false" and "not verified" in warning["message"]
+
+
+# ----------------------------------------------------------------------------- Elasticsearch
+@pytest.fixture(scope="module")
+def es_front(es_node, pki):
+    if nginx_binary() is None:
+        pytest.fail("nginx is not installed: scripts/setup.sh installs the Debian package")
+    with TlsFront(upstream_port=es_node.port, pki=pki, password=ES_PASSWORD) as front:
+        assert front.request("/_cluster/health", auth=False)[0] == 401
+        yield front
+
+
+def es_tls_env(front: TlsFront, pki: TestPKI, **extra: str) -> dict[str, str]:
+    env = {"ES_HOST": "localhost", "ES_PORT": str(front.port), "ES_SCHEME": "https", "ES_CA_CERT": str(pki.ca),
+           "ES_USERNAME": "elastic", "ES_PASSWORD": ES_PASSWORD}
+    env.update(extra)
+    return {k: v for k, v in env.items() if v}
+
+
+def test_es_https_basic_auth_answers(es_front, pki):
+    with SidecarProcess("elasticsearch", es_tls_env(es_front, pki, ES_TLS_SERVER_NAME=ES_SERVICE)) as sidecar:
+        result = call(sidecar.url, "search", {"index": "books", "query": {"match": {"title": "redis"}}, "size": 3})
+        assert not result.is_error, error_text(result)
+        assert result.structured_content["total"] == 15 and len(result.structured_content["hits"]) == 3
+        assert sidecar.get("/health").json()["reachable"] is True
+        [tls] = events(sidecar, "tls")
+        assert tls["hostname_check"] is True and tls["server_name"] == ES_SERVICE
+    with SidecarProcess("elasticsearch", es_tls_env(es_front, pki)) as chain_only:
+        assert call(chain_only.url, "count", {"index": "books"}).structured_content["count"] == 30
+        assert events(chain_only, "tls")[0]["hostname_check"] is False
+
+
+def test_es_tls_and_auth_failures_are_explicit(es_front, pki):
+    cases = [
+        ({"ES_USERNAME": "", "ES_PASSWORD": ""}, ["401", "no credentials", "ES_USERNAME/ES_PASSWORD"]),
+        ({"ES_PASSWORD": "wrong"}, ["rejected the credentials"]),
+        ({"ES_CA_CERT": str(pki.other_ca)}, ["certificate verify failed", "ES_CA_CERT"]),
+        ({"ES_TLS_SERVER_NAME": "search.other.svc"}, ["certificate verify failed", "ES_TLS_SERVER_NAME"]),
+    ]
+    for extra, expected in cases:
+        with SidecarProcess("elasticsearch", es_tls_env(es_front, pki, **extra)) as sidecar:
+            result = call(sidecar.url, "count", {"index": "books"})
+            assert result.is_error, extra
+            health = sidecar.get("/health")
+            assert health.status_code == 503
+            for needle in expected:
+                assert needle in error_text(result), (extra, error_text(result))
+                assert needle in health.json()["last_error"], (extra, health.text)
