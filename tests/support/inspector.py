@@ -1,21 +1,20 @@
 """The MCP Inspector CLI (npm ``@modelcontextprotocol/inspector``): an MCP client we did not write.
 
-Installed once into ``.cache/npm`` (npm's own progress shows). Shared by the sidecar tests and the
-real-node tests.
+Installed once into ``.cache/npm`` (tests/support/node_js.py; npm's own progress shows). Shared by
+the sidecar tests and the real-node tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.node_js import NPM_CACHE, NodeUnavailable, npm_install
+
 INSPECTOR_VERSION = "2.12.0"
-NPM_PREFIX = REPO / ".cache" / "npm"
+NPM_PREFIX = NPM_CACHE  # the Inspector's prefix predates the per-tool ones: kept, so existing caches stay valid
 
 
 class InspectorUnavailable(RuntimeError):
@@ -24,16 +23,12 @@ class InspectorUnavailable(RuntimeError):
 
 def inspector_command() -> list[str]:
     """``node <launcher> --cli``, installing the Inspector first if needed."""
-    if shutil.which("npm") is None:
-        raise InspectorUnavailable("npm is not installed")
-    launcher = NPM_PREFIX / "node_modules" / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build"
-    marker = NPM_PREFIX / f".inspector-{INSPECTOR_VERSION}"
-    if not marker.exists():
-        NPM_PREFIX.mkdir(parents=True, exist_ok=True)
-        print(f"installing @modelcontextprotocol/inspector@{INSPECTOR_VERSION} into {NPM_PREFIX}", file=sys.stderr)
-        subprocess.run(["npm", "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund",
-                        f"@modelcontextprotocol/inspector@{INSPECTOR_VERSION}"], check=True, timeout=600)
-        marker.touch()
+    try:
+        modules = npm_install(NPM_PREFIX, {"@modelcontextprotocol/inspector": INSPECTOR_VERSION},
+                              f".inspector-{INSPECTOR_VERSION}")
+    except NodeUnavailable as exc:
+        raise InspectorUnavailable(str(exc)) from None
+    launcher = modules / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build"
     return ["node", str(launcher / "index.js"), "--cli"]
 
 
