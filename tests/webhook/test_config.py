@@ -11,7 +11,7 @@ from webhook.config_store import ConfigStore
 def test_empty_document_is_the_seed_defaults():
     config = parse_config("")
     assert config.native_sidecar == "auto"
-    assert set(config.backends) == {"redis", "elasticsearch"}
+    assert set(config.backends) == {"redis", "elasticsearch", "opensearch"}
     assert config.backends["elasticsearch"].backend_port == 9200
 
 
