@@ -9,13 +9,22 @@ says which name to expect (sidecars/common/tls.py).
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+from typing import Any
+
 import pytest
+import yaml
 
 from tests.backends.redis_server import RedisServer
 from tests.backends.tls import TestPKI, TlsFront, nginx_binary, redis_cli, redis_tls_files
+from webhook.config import default_config
+from webhook.constants import TOKEN_SECRET_KEY, TOKEN_SECRET_NAME
+from webhook.engine import evaluate
+from webhook.manifests import POD_TEMPLATE_PATHS
 
 from .conftest import redis_env
-from .helpers import SidecarProcess, call, error_text
+from .helpers import DEFAULT_TOKEN, SidecarProcess, call, error_text
 
 pytestmark = pytest.mark.slow
 
@@ -157,3 +166,101 @@ def test_es_tls_and_auth_failures_are_explicit(es_front, pki):
             for needle in expected:
                 assert needle in error_text(result), (extra, error_text(result))
                 assert needle in health.json()["last_error"], (extra, health.text)
+
+
+# ----------------------------------------------------------------------------- engine -> sidecar
+INPUTS = Path(__file__).resolve().parents[1] / "golden" / "inputs"
+
+
+def chart_template(name: str) -> dict[str, Any]:
+    """The pod template of a chart-shaped manifest (tests/golden/inputs)."""
+    node = yaml.safe_load((INPUTS / name).read_text())
+    for token in POD_TEMPLATE_PATHS.get(node["kind"], ()):
+        node = node[token]
+    return node
+
+
+def engine_sidecar_env(template: dict[str, Any], secrets: dict[str, dict[str, bytes]], tmp: Path) -> dict[str, str]:
+    """Render the sidecar with the engine, then do what the kubelet would: Secret volumes (projected
+    or not, ``items`` or all keys, ``optional``) become files under ``tmp``, ``secretKeyRef`` envs
+    their values, and env paths under a mount point the local copies."""
+    result = evaluate(copy.deepcopy(template), None, default_config())
+    assert result.injected, result.message
+    container = result.rendered.container
+    volumes = {v["name"]: v for v in result.rendered.volumes}
+    mounts: dict[str, Path] = {}
+    for mount in container["volumeMounts"]:
+        volume, local = volumes[mount["name"]], tmp / mount["name"]
+        local.mkdir()
+        if "projected" in volume:
+            sources = [source["secret"] for source in volume["projected"]["sources"]]
+        elif "secret" in volume:
+            sources = [{**volume["secret"], "name": volume["secret"]["secretName"]}]
+        else:
+            sources = []  # the /tmp emptyDir
+        for source in sources:
+            data = secrets.get(source["name"])
+            if data is None:
+                assert source.get("optional"), f"the pod would not start: Secret {source['name']} is missing"
+                continue
+            for item in source.get("items") or [{"key": k, "path": k} for k in data]:
+                if item["key"] in data:
+                    (local / item["path"]).write_bytes(data[item["key"]])
+        mounts[mount["mountPath"]] = local
+    env = {}
+    for entry in container["env"]:
+        if "valueFrom" in entry:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            value = secrets[ref["name"]][ref["key"]].decode()
+        else:
+            value = entry["value"]
+            for path, local in mounts.items():
+                if value.startswith(path + "/"):
+                    value = str(local) + value[len(path):]
+        env[entry["name"]] = value
+    return env
+
+
+def _pem(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def test_engine_rendered_sidecar_reaches_bitnami_tls_redis(redis_mtls, pki, tmp_path):
+    """bitnami/redis with tls.enabled + authClients: the engine's env and CA/client-certificate mount,
+    as the kubelet would lay them out, get the sidecar through a real mTLS Redis (chart port 6379
+    mapped to the test server's port: the only change)."""
+    template = chart_template("chart-bitnami-redis-tls.yaml")
+    template["metadata"].setdefault("annotations", {})["mcp-sidecar.dox/tls-server-name"] = SERVICE
+    secrets = {
+        "cache-redis": {"redis-password": redis_mtls.password.encode()},
+        # The chart's certificate Secret: the server's own certificate, which its clients present too.
+        "cache-redis-crt": {"ca.crt": _pem(pki.ca), "tls.crt": _pem(pki.server_cert), "tls.key": _pem(pki.server_key)},
+        TOKEN_SECRET_NAME: {TOKEN_SECRET_KEY: DEFAULT_TOKEN.encode()},
+    }
+    env = engine_sidecar_env(template, secrets, tmp_path)
+    assert (env["REDIS_HOST"], env["REDIS_PORT"], env["REDIS_TLS"]) == ("localhost", "6379", "true")
+    assert env["REDIS_TLS_SERVER_NAME"] == SERVICE and Path(env["REDIS_TLS_KEY_FILE"]).is_file()
+    env["REDIS_PORT"] = str(redis_mtls.port)
+    del env["MCP_PORT"]
+    with SidecarProcess("redis", env) as sidecar:
+        assert call(sidecar.url, "get", {"key": "greeting"}).structured_content["value"] == "hello over mTLS"
+        assert events(sidecar, "tls")[0]["client_certificate"] is True
+
+
+def test_engine_rendered_sidecar_reaches_elastic_chart_es8(es_front, pki, tmp_path):
+    """elastic/elasticsearch 8 in its default install (HTTPS, user elastic): the engine's env, CA
+    mount and credentials Secret get the sidecar through the TLS + basic-auth front."""
+    secrets = {
+        "elasticsearch-master-certs": {"ca.crt": _pem(pki.ca), "tls.crt": _pem(pki.server_cert),
+                                       "tls.key": _pem(pki.server_key)},
+        "elasticsearch-master-credentials": {"username": b"elastic", "password": ES_PASSWORD.encode()},
+        TOKEN_SECRET_NAME: {TOKEN_SECRET_KEY: DEFAULT_TOKEN.encode()},
+    }
+    env = engine_sidecar_env(chart_template("chart-elastic-es8.yaml"), secrets, tmp_path)
+    assert (env["ES_HOST"], env["ES_PORT"], env["ES_SCHEME"]) == ("localhost", "9200", "https")
+    env["ES_PORT"] = str(es_front.port)
+    del env["MCP_PORT"]
+    with SidecarProcess("elasticsearch", env) as sidecar:
+        result = call(sidecar.url, "search", {"index": "books", "query": {"term": {"tag": "t1"}}, "size": 1})
+        assert not result.is_error, error_text(result)
+        assert result.structured_content["total"] == 10
