@@ -1,1 +1,2 @@
-"""The OpenSearch sidecar: the Elasticsearch sidecar with ``ES_ENGINE=opensearch`` (see sidecars/elasticsearch/engines.py)."""
+"""The OpenSearch sidecar: the Elasticsearch sidecar with ``ES_ENGINE=opensearch``
+(see sidecars/elasticsearch/engines.py)."""

@@ -51,7 +51,8 @@ def test_bitnami_password_env_and_the_https_probe():
     pod["spec"]["containers"] = [{
         "name": "opensearch", "image": "bitnami/opensearch:2.19.1",
         "ports": [{"name": "rest-api", "containerPort": 9200}],
-        "env": [{"name": "OPENSEARCH_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "os", "key": "opensearch-password"}}}],
+        "env": [{"name": "OPENSEARCH_PASSWORD",
+                 "valueFrom": {"secretKeyRef": {"name": "os", "key": "opensearch-password"}}}],
         "readinessProbe": {"httpGet": {"path": "/_cluster/health", "port": "rest-api", "scheme": "HTTPS"}},
     }]
     _, env = sidecar_env(pod)
