@@ -284,10 +284,11 @@ def detect_password(spec: dict[str, Any], main: dict[str, Any] | None, backend: 
     unmapped = _unmapped_secrets(main, volumes, tls_secrets) if main is not None else []
     if unmapped:
         shown = "; ".join(unmapped[:3]) + (f"; and {len(unmapped) - 3} more" if len(unmapped) > 3 else "")
+        # The admission layer clips a warning at 256 characters: the fix comes before the list.
         result.warnings.append(
-            f"mcp-sidecar: container {quoted(main.get('name'))} reads Secrets that could not be mapped to its password "
-            f"({shown}): the sidecar has no {backend.password_env}. If the datastore requires a password, set "
-            f"mcp-sidecar.dox/password-secret: NAME:KEY")
+            f"mcp-sidecar: the sidecar has no {backend.password_env}: container {quoted(main.get('name'))} reads "
+            f"Secrets not mappable to its password; set mcp-sidecar.dox/password-secret: NAME:KEY if it needs one "
+            f"({shown})")
     return result
 
 
@@ -416,7 +417,7 @@ def _es_tls(spec: dict[str, Any], main: dict[str, Any], volumes: list[dict[str, 
     elif "elasticsearch" in _image_repository(str(main.get("image", ""))) and (_image_major(str(main.get("image", ""))) or 0) >= 8 \
             and not any(word.startswith("-Expack.security") for word in _words(main)):
         # Elasticsearch 8 configures security on first start: HTTPS with a CA it generates itself.
-        result.reason = "Elasticsearch 8 enables HTTPS by default"
+        result.reason = "the Elasticsearch 8 default"
     if not result.enabled:
         return result
     ca_path = _setting(main, "xpack.security.http.ssl.certificate_authorities") or env.get("ELASTICSEARCH_CA_CERT_LOCATION")

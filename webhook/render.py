@@ -142,11 +142,11 @@ def _tls_settings(tls: TlsDetection, spec: dict[str, Any], backend: BackendConfi
         files.append((tls.ca, CA_FILE))
         env.append({"name": settings.ca_file_env, "value": f"{TLS_MOUNT_PATH}/{CA_FILE}"})
     else:
+        # The admission layer clips a warning at 256 characters: the fix comes first.
         warnings.append(
-            f"mcp-sidecar: the {backend.name} datastore serves TLS only ({tls.reason}) but no CA certificate was found "
-            f"in a Secret the pod mounts: the sidecar verifies the server against the system CAs and will likely fail "
-            f"to connect. Set {ANNOTATION_TLS_SECRET}: NAME (a Secret with ca.crt), or {ANNOTATION_TLS}: \"false\" "
-            f"if the datastore does not use TLS")
+            f"mcp-sidecar: {backend.name} serves TLS only ({tls.reason}), no CA found in the pod's Secrets: "
+            f'set {ANNOTATION_TLS_SECRET}: NAME (with ca.crt) or {ANNOTATION_TLS}: "false"; until then the sidecar '
+            f"verifies against the system CAs")
     if tls.client_certs and settings.cert_file_env and settings.key_file_env:
         if tls.cert is not None and tls.key is not None:
             files += [(tls.cert, CERT_FILE), (tls.key, KEY_FILE)]
@@ -154,9 +154,9 @@ def _tls_settings(tls: TlsDetection, spec: dict[str, Any], backend: BackendConfi
             env.append({"name": settings.key_file_env, "value": f"{TLS_MOUNT_PATH}/{KEY_FILE}"})
         else:
             warnings.append(
-                f"mcp-sidecar: the {backend.name} datastore requires client certificates (tls-auth-clients) but no "
-                f"certificate and key were found in a Secret the pod mounts: the datastore will refuse the sidecar. "
-                f"Set {ANNOTATION_TLS_SECRET}: NAME (a Secret with ca.crt, tls.crt and tls.key)")
+                f"mcp-sidecar: {backend.name} requires TLS client certificates and none were found in the Secrets "
+                f"the pod mounts: set {ANNOTATION_TLS_SECRET}: NAME (with ca.crt, tls.crt, tls.key), or the datastore "
+                f"refuses the sidecar")
     if overrides.tls_server_name is not None:
         env.append({"name": settings.server_name_env, "value": overrides.tls_server_name})
     if not files:

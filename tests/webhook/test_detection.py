@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from webhook.admission import MAX_WARNING_CHARS
 from webhook.config import default_config
 from webhook.engine import evaluate
 from webhook.manifests import POD_TEMPLATE_PATHS
@@ -69,7 +70,7 @@ CASES = [
     ("chart-redis-envfrom.yaml", {"REDIS_PORT": "6379"}, {},
      "envFrom Secret redis-env"),
     ("elasticsearch-statefulset.yaml", {"ES_SCHEME": "https", "ES_PASSWORD": _ref("knowledge-store-es", "elastic-password")},
-     {}, "Set mcp-sidecar.dox/tls-secret: NAME"),
+     {}, "set mcp-sidecar.dox/tls-secret: NAME"),
 ]
 
 
@@ -82,6 +83,8 @@ def test_chart_shapes_give_the_sidecar_what_it_needs(name, expected_env, expecte
         assert result.warnings == []
     else:
         assert any(warning in w for w in result.warnings), result.warnings
+        # The admission response clips warnings at 256 characters: the fix must survive it.
+        assert any(warning in w[: MAX_WARNING_CHARS - 3] for w in result.warnings), result.warnings
     if sources:
         mount = next(m for m in result.rendered.container["volumeMounts"] if m["name"] == "mcp-sidecar-tls")
         assert mount == {"name": "mcp-sidecar-tls", "mountPath": TLS_DIR, "readOnly": True}
@@ -94,10 +97,11 @@ def test_password_warning_names_secrets_and_annotation() -> None:
     result, env, _ = _inject(_template("chart-redis-envfrom.yaml"))
     assert "REDIS_PASSWORD" not in env
     assert result.warnings == [
-        "mcp-sidecar: container redis reads Secrets that could not be mapped to its password (env LICENSE_KEY from "
-        "Secret vendor-license key key; envFrom Secret redis-env): the sidecar has no REDIS_PASSWORD. If the "
-        "datastore requires a password, set mcp-sidecar.dox/password-secret: NAME:KEY"]
-
+        "mcp-sidecar: the sidecar has no REDIS_PASSWORD: container redis reads Secrets not mappable to its password; "
+        "set mcp-sidecar.dox/password-secret: NAME:KEY if it needs one (env LICENSE_KEY from Secret vendor-license "
+        "key key; envFrom Secret redis-env)"]
+    # Clipped at 256 characters by the admission response, the fix is still whole.
+    assert "password-secret: NAME:KEY" in result.warnings[0][: MAX_WARNING_CHARS - 3]
 
 def _redis_pod(**container: Any) -> dict[str, Any]:
     base = {"name": "redis", "image": "redis:7.2", "ports": [{"name": "redis", "containerPort": 6379}]}
@@ -116,14 +120,13 @@ def test_tls_without_ca_warns_and_keeps_verification() -> None:
     assert env["REDIS_TLS"] == "true" and env["REDIS_PORT"] == "6380"
     assert "REDIS_TLS_VERIFY" not in env and "REDIS_TLS_CA_FILE" not in env and sources == {}
     assert result.warnings == [
-        "mcp-sidecar: the redis datastore serves TLS only (args --port 0 --tls-port) but no CA certificate was found in "
-        "a Secret the pod mounts: the sidecar verifies the server against the system CAs and will likely fail to "
-        'connect. Set mcp-sidecar.dox/tls-secret: NAME (a Secret with ca.crt), or mcp-sidecar.dox/tls: "false" if the '
-        "datastore does not use TLS",
-        "mcp-sidecar: the redis datastore requires client certificates (tls-auth-clients) but no certificate and key "
-        "were found in a Secret the pod mounts: the datastore will refuse the sidecar. Set mcp-sidecar.dox/tls-secret: "
-        "NAME (a Secret with ca.crt, tls.crt and tls.key)"]
-
+        "mcp-sidecar: redis serves TLS only (args --port 0 --tls-port), no CA found in the pod's Secrets: "
+        'set mcp-sidecar.dox/tls-secret: NAME (with ca.crt) or mcp-sidecar.dox/tls: "false"; until then the sidecar '
+        "verifies against the system CAs",
+        "mcp-sidecar: redis requires TLS client certificates and none were found in the Secrets the pod mounts: set "
+        "mcp-sidecar.dox/tls-secret: NAME (with ca.crt, tls.crt, tls.key), or the datastore refuses the sidecar"]
+    # The admission response clips warnings at 256 characters: both fit whole.
+    assert all(len(w) <= MAX_WARNING_CHARS for w in result.warnings)
 
 def test_annotations_force_tls_and_name_the_secret() -> None:
     pod = _redis_pod()
