@@ -5,14 +5,16 @@ The sidecar connects to ``localhost`` while the datastore's certificate names it
 
 * the chain is always verified against the CA (``CERT_REQUIRED``);
 * with ``*_TLS_SERVER_NAME`` the certificate must name it, and it is sent as SNI;
-* without it only the hostname check is skipped: the connection goes to loopback inside the pod's
-  own network namespace, where nobody else can sit. A startup line says so;
+* without it only the hostname check is skipped, and only when the sidecar dials loopback: that
+  connection stays inside the pod's own network namespace, where nobody else can sit. A startup
+  line says so. Any other host is checked as usual (the name dialled must be in the certificate);
 * ``REDIS_TLS_VERIFY=false`` / ``ES_VERIFY_CERTS=false`` turn verification off, and a warning line
   says so at every start.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import ssl
 import time
@@ -26,6 +28,12 @@ class TlsSettings:
     key_file: str | None = None
     server_name: str | None = None
     verify: bool = True
+    #: The host the sidecar dials (REDIS_HOST / ES_HOST).
+    host: str = "localhost"
+
+    @property
+    def checks_hostname(self) -> bool:
+        return bool(self.server_name) or not is_loopback(self.host)
 
 
 class ServerNameContext(ssl.SSLContext):
@@ -48,7 +56,7 @@ def client_context(tls: TlsSettings) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls.verify:
         context.verify_mode = ssl.CERT_REQUIRED
-        context.check_hostname = bool(tls.server_name)
+        context.check_hostname = tls.checks_hostname
         if tls.ca_file:
             context.load_verify_locations(cafile=tls.ca_file)
         else:
@@ -76,12 +84,23 @@ def announce(backend: str, tls: TlsSettings, *, verify_setting: str, server_name
               "ca": (tls.ca_file or "system")[:300], "client_certificate": bool(tls.cert_file)}
     if tls.server_name:
         record.update(hostname_check=True, server_name=tls.server_name[:253])
+    elif tls.checks_hostname:
+        record.update(hostname_check=True, server_name=tls.host[:253])
     else:
         record.update(hostname_check=False,
                       message=f"certificate chain verified against the CA; hostname not checked "
                               f"({server_name_setting} unset): the connection is to loopback inside the "
                               f"pod's own network namespace")
     _line(record)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _line(record: dict) -> None:
@@ -114,7 +133,7 @@ def describe_tls_failure(exc: BaseException, where: str, *, ca_setting: str, ser
         return None
     lowered = text.lower()
     if "certificate verify failed" in lowered:
-        detail = getattr(err, "verify_message", None) or text
+        detail = (getattr(err, "verify_message", None) or text).rstrip(".")
         if "hostname mismatch" in lowered or "ip address mismatch" in lowered:
             hint = f"the certificate does not name the expected server (check {server_name_setting})"
         else:

@@ -33,7 +33,8 @@ class ElasticsearchSettings:
 
     @property
     def tls_settings(self) -> TlsSettings:
-        return TlsSettings(ca_file=self.ca_file, server_name=self.tls_server_name, verify=self.verify_certs)
+        return TlsSettings(ca_file=self.ca_file, server_name=self.tls_server_name, verify=self.verify_certs,
+                           host=self.host)
 
     @classmethod
     def from_env(cls, env: Env) -> "ElasticsearchSettings":

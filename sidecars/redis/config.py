@@ -27,7 +27,7 @@ class RedisSettings:
     @property
     def tls_settings(self) -> TlsSettings:
         return TlsSettings(ca_file=self.tls_ca_file, cert_file=self.tls_cert_file, key_file=self.tls_key_file,
-                           server_name=self.tls_server_name, verify=self.tls_verify)
+                           server_name=self.tls_server_name, verify=self.tls_verify, host=self.host)
 
     @classmethod
     def from_env(cls, env: Env) -> "RedisSettings":

@@ -10,6 +10,7 @@ says which name to expect (sidecars/common/tls.py).
 from __future__ import annotations
 
 import copy
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +265,40 @@ def test_engine_rendered_sidecar_reaches_elastic_chart_es8(es_front, pki, tmp_pa
         result = call(sidecar.url, "search", {"index": "books", "query": {"term": {"tag": "t1"}}, "size": 1})
         assert not result.is_error, error_text(result)
         assert result.structured_content["total"] == 10
+
+
+# ----------------------------------------------------------------------------- settings (no servers)
+@pytest.mark.parametrize("host,server_name,checked", [
+    ("localhost", None, False), ("127.0.0.1", None, False), ("::1", None, False),
+    ("localhost", SERVICE, True),
+    # Not loopback: someone else could answer there, so the name dialled must be in the certificate.
+    ("redis.prod.svc", None, True), ("10.1.2.3", None, True),
+])
+def test_hostname_is_skipped_only_for_loopback_without_a_server_name(host, server_name, checked):
+    from sidecars.common.tls import TlsSettings, client_context
+
+    context = client_context(TlsSettings(host=host, server_name=server_name))
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname is checked
+
+
+@pytest.mark.parametrize("backend,env,named", [
+    ("redis", {"REDIS_TLS_KEY_FILE": "{key}"}, "REDIS_TLS_CERT_FILE"),
+    ("redis", {"REDIS_TLS_CA_FILE": "{not_pem}"}, "REDIS_TLS_CA_FILE"),
+    ("redis", {"REDIS_TLS_CERT_FILE": "{ca}", "REDIS_TLS_KEY_FILE": "{key}"}, "REDIS_TLS_CERT_FILE"),  # not a pair
+    ("elasticsearch", {"ES_CA_CERT": "{not_pem}"}, "ES_CA_CERT"),
+])
+def test_unusable_tls_files_exit_with_one_line_naming_the_setting(backend, env, named, pki, tmp_path):
+    """A wrong file in the mounted Secret is a configuration error at start (exit 2), not a crash."""
+    from sidecars.common.config import ConfigError
+    from sidecars.elasticsearch.server import build as build_es
+    from sidecars.redis.server import build as build_redis
+
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    files = {"key": str(pki.client_key), "ca": str(pki.ca), "not_pem": str(not_pem)}
+    base = ({"REDIS_HOST": "localhost", "REDIS_PORT": "6379", "REDIS_TLS": "true"} if backend == "redis"
+            else {"ES_HOST": "localhost", "ES_PORT": "9200", "ES_SCHEME": "https"})
+    environ = {**base, "MCP_AUTH": "none", **{k: v.format(**files) for k, v in env.items()}}
+    with pytest.raises(ConfigError) as info:
+        (build_redis if backend == "redis" else build_es)(environ)
+    assert named in str(info.value) and "\n" not in str(info.value)
