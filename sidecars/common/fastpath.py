@@ -2,9 +2,10 @@
 
 In stateless mode the SDK builds a transport, a session and a task group for every POST, which
 costs more than the Redis round trip it wraps. For the one request an AI client sends over and over
-we call the same ``MCPServer.call_tool`` directly and write the same JSON-RPC response. Anything
-else (initialize, tools/list, notifications, batches, requests carrying ``_meta``, the 2026 protocol,
-malformed input) is replayed untouched into the SDK, so protocol handling stays the SDK's.
+we call the same ``MCPServer.call_tool`` directly and write the same JSON-RPC response. It sits
+behind ``wire.JsonRpcGate``, which has parsed the body and refused malformed messages; anything else
+(initialize, tools/list, notifications, requests carrying ``_meta``, the 2026 protocol) goes on
+untouched into the SDK, so protocol handling stays the SDK's.
 Set ``MCP_FAST_PATH=false`` to route everything through the SDK.
 """
 
@@ -22,7 +23,6 @@ from .wire import MESSAGE_KEY
 
 # Versions whose tools/call is a plain request/response in JSON mode (no per-request envelope).
 CLASSIC_VERSIONS = frozenset({b"2025-03-26", b"2025-06-18", b"2025-11-25"})
-MAX_BODY = 1024 * 1024
 
 
 class FastToolCalls:
@@ -45,18 +45,11 @@ class FastToolCalls:
         if not eligible:
             await self.app(scope, receive, send)
             return
-        parsed = scope.get(MESSAGE_KEY)
-        if parsed is not None:  # JsonRpcGate parsed and checked it already: no second parse
-            request = _tool_call_message(parsed)
-            if request is None:
-                await self.app(scope, receive, send)
-                return
-        else:
-            body, messages = await _read_body(receive)
-            request = _tool_call(body) if body is not None else None
-            if request is None:
-                await self.app(scope, _replay(messages, receive), send)
-                return
+        # JsonRpcGate (in front) parsed and checked the message: no second parse here.
+        request = _tool_call(scope.get(MESSAGE_KEY))
+        if request is None:
+            await self.app(scope, receive, send)
+            return
         result = await self._call(request["params"]["name"], request["params"].get("arguments") or {})
         # The SDK's own per-version sieve, so the wire form is exactly what the SDK path would send.
         version = headers[b"mcp-protocol-version"].decode()
@@ -79,16 +72,8 @@ class FastToolCalls:
         return result
 
 
-def _tool_call(body: bytes) -> dict | None:
-    """The parsed request if it is one plain tools/call, else None (the SDK then handles it)."""
-    try:
-        msg = json.loads(body)
-    except (ValueError, RecursionError):  # deep nesting raises RecursionError: the SDK answers it
-        return None
-    return _tool_call_message(msg)
-
-
-def _tool_call_message(msg: Any) -> dict | None:
+def _tool_call(msg: Any) -> dict | None:
+    """The request if it is one plain tools/call, else None (the SDK then handles it)."""
     if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or msg.get("method") != "tools/call":
         return None
     params = msg.get("params")
@@ -97,31 +82,3 @@ def _tool_call_message(msg: Any) -> dict | None:
             or not isinstance(params.get("arguments", {}), dict) or set(msg) - {"jsonrpc", "id", "method", "params"}):
         return None
     return msg
-
-
-async def _read_body(receive: Any) -> tuple[bytes | None, list[dict]]:
-    """Read the request body (None when it is too large: the SDK then answers 413)."""
-    messages, chunks, size = [], [], 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return None, messages
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        chunks.append(chunk)
-        if size > MAX_BODY:
-            return None, messages
-        if not message.get("more_body", False):
-            return b"".join(chunks), messages
-
-
-def _replay(messages: list[dict], receive: Any):
-    pending = list(messages)
-
-    async def replay() -> dict:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay

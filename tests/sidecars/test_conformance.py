@@ -43,7 +43,8 @@ APPLIES = {
     "dns-rebinding-protection": "a foreign Host/Origin gets 4xx, a loopback one is served",
 }
 
-_FIXTURE_TOOL = "needs the suite's fixture tool {} (the reference 'everything' server has it; a datastore sidecar does not)"
+_FIXTURE_TOOL = ("needs the suite's fixture tool {} (the reference 'everything' server has it; "
+                 "a datastore sidecar does not)")
 _NO_SERVER_REQUESTS = ("the server would send a request to the client during the call: a stateless server "
                        "answering with one JSON response has no channel for it")
 _NO_NOTIFICATIONS = ("the server would stream notifications during the call: with stateless JSON responses "

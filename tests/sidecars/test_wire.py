@@ -42,6 +42,15 @@ def post(sidecar: SidecarProcess, body, *, version: str = VERSION) -> httpx.Resp
 PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
 CALL = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "dbsize", "arguments": {}}}
 
+
+
+def _nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
 # (name, body, JSON-RPC code, a word the message must contain)
 MALFORMED = [
     ("batch", [PING, {**PING, "id": 2}], -32600, "batches are not supported"),
@@ -63,11 +72,22 @@ MALFORMED = [
     ("params-array", {**CALL, "params": ["dbsize"]}, -32600, '"params"'),
     ("params-string", {**CALL, "params": "dbsize"}, -32600, '"params"'),
     ("response-without-id", {"jsonrpc": "2.0", "result": {}}, -32600, '"result"'),
-    ("result-and-error", {"jsonrpc": "2.0", "id": 1, "result": {}, "error": {"code": 1, "message": "x"}}, -32600, '"result"'),
+    ("result-and-error", {"jsonrpc": "2.0", "id": 1, "result": {}, "error": {"code": 1, "message": "x"}},
+     -32600, '"result"'),
     ("not-json", b"{not json", -32700, "Parse error"),
     ("empty-body", b"", -32700, "Parse error"),
     ("not-utf8", b'{"jsonrpc":"2.0","id":1,"method":"\xff"}', -32700, "Parse error"),
     ("deep-nesting", b"[" * 100_000 + b"]" * 100_000, -32700, "Parse error"),
+    # Before, the SDK echoed an unknown method whole: a 100 KB name came back as a 100 KB -32601.
+    ("method-100k", {"jsonrpc": "2.0", "id": 1, "method": "x" * 100_000}, -32600, '"method"'),
+    ("result-not-object", {"jsonrpc": "2.0", "id": 1, "result": None}, -32600, '"result"'),
+    ("error-not-object", {"jsonrpc": "2.0", "id": 1, "error": "x"}, -32600, '"error"'),
+    # Both paths parse alike (the SDK's parser): before, the fast path ran these calls while the SDK
+    # path refused them.
+    ("lone-surrogate", b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get",'
+                       b'"arguments":{"key":"\\udc80"}}}', -32700, "Parse error"),
+    ("nested-300", {**CALL, "params": {"name": "get", "arguments": {"key": "k", "x": _nested(300)}}},
+     -32700, "Parse error"),
 ]
 
 
@@ -133,7 +153,8 @@ def test_auth_is_checked_before_the_body(sidecar):
 @pytest.mark.parametrize("version", ["2025-03-26", "2025-06-18", "2025-11-25"])
 def test_initialize_advertises_tools_only_and_the_package_version(sidecar, version):
     resp = post(sidecar, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}, version=version)
+        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}},
+        version=version)
     assert resp.status_code == 200, resp.text[:300]
     result = resp.json()["result"]
     assert result["protocolVersion"] == version
