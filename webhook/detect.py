@@ -406,7 +406,10 @@ def _es_tls(spec: dict[str, Any], main: dict[str, Any], volumes: list[dict[str, 
     security = (_setting(main, "xpack.security.enabled") or "").lower()
     env = {name: e.get("value") for name, e in _env(main).items() if isinstance(e.get("value"), str)}
     probes = str([main.get(p) for p in ("readinessProbe", "livenessProbe", "startupProbe")])
-    if http_ssl in _FALSE or security in _FALSE:
+    image = str(main.get("image", ""))
+    image_name, bitnami = _image_repository(image).rsplit("/", 1)[-1], "bitnami" in image
+    os_http_ssl = (_setting(main, "plugins.security.ssl.http.enabled") or "").lower()
+    if http_ssl in _FALSE or security in _FALSE or os_http_ssl in _FALSE:
         return result
     if http_ssl in _TRUE:
         result.reason = "xpack.security.http.ssl.enabled"
@@ -414,10 +417,16 @@ def _es_tls(spec: dict[str, Any], main: dict[str, Any], volumes: list[dict[str, 
         result.reason = "env ELASTICSEARCH_ENABLE_REST_TLS"
     elif "https://" in probes or "'scheme': 'HTTPS'" in probes:
         result.reason = "the probes speak https"
-    elif "elasticsearch" in _image_repository(str(main.get("image", ""))) and (_image_major(str(main.get("image", ""))) or 0) >= 8 \
+    elif image_name == "elasticsearch" and not bitnami and (_image_major(image) or 0) >= 8 \
             and not any(word.startswith("-Expack.security") for word in _words(main)):
-        # Elasticsearch 8 configures security on first start: HTTPS with a CA it generates itself.
+        # Elasticsearch 8 configures security on first start: HTTPS with a CA it generates itself
+        # (bitnami's image keeps security off unless ELASTICSEARCH_ENABLE_SECURITY, handled above).
         result.reason = "the Elasticsearch 8 default"
+    elif image_name == "opensearch" and not bitnami and os_http_ssl not in _FALSE \
+            and str(env.get("DISABLE_SECURITY_PLUGIN", "")).lower() not in _TRUE \
+            and (_setting(main, "plugins.security.disabled") or "").lower() not in _TRUE:
+        # The OpenSearch image's security plugin serves HTTPS with its demo certificates by default.
+        result.reason = "plugins.security.ssl.http.enabled" if os_http_ssl in _TRUE else "the OpenSearch security default"
     if not result.enabled:
         return result
     ca_path = _setting(main, "xpack.security.http.ssl.certificate_authorities") or env.get("ELASTICSEARCH_CA_CERT_LOCATION")

@@ -186,3 +186,33 @@ def test_unmapped_secret_warning_is_bounded() -> None:
     result, _, _ = _inject(_redis_pod(env=env))
     assert len(result.warnings) == 1 and len(result.warnings[0]) < 800
     assert "and 47 more" in result.warnings[0]
+
+
+def _es_pod(image: str, env: list[dict[str, str]] | None = None, backend: str = "elasticsearch") -> dict[str, Any]:
+    container = {"name": backend, "image": image, "env": env or [], "ports": [{"name": "http", "containerPort": 9200}]}
+    return {"metadata": {"labels": {"mcp-sidecar.dox/backend": backend}}, "spec": {"containers": [container]}}
+
+
+@pytest.mark.parametrize("pod,https", [
+    (_es_pod("docker.elastic.co/elasticsearch/elasticsearch:8.15.3"), True),
+    (_es_pod("docker.elastic.co/elasticsearch/elasticsearch:8.15.3",
+             [{"name": "xpack.security.http.ssl.enabled", "value": "false"}]), False),
+    (_es_pod("docker.elastic.co/elasticsearch/elasticsearch:8.15.3", [{"name": "xpack.security.enabled", "value": "false"}]), False),
+    (_es_pod("docker.elastic.co/elasticsearch/elasticsearch:7.17.10"), False),
+    # bitnami's image keeps security off unless asked (ELASTICSEARCH_ENABLE_SECURITY + REST TLS).
+    (_es_pod("docker.io/bitnami/elasticsearch:8.13.0-debian-12-r0"), False),
+    (_es_pod("opensearchproject/opensearch:2.19.1", backend="opensearch"), True),
+    (_es_pod("opensearchproject/opensearch:2.19.1", [{"name": "DISABLE_SECURITY_PLUGIN", "value": "true"}],
+             backend="opensearch"), False),
+    (_es_pod("opensearchproject/opensearch:2.19.1", [{"name": "plugins.security.ssl.http.enabled", "value": "false"}],
+             backend="opensearch"), False),
+], ids=["es8", "es8-http-ssl-off", "es8-security-off", "es7", "bitnami-es8", "opensearch", "opensearch-no-security",
+        "opensearch-http-ssl-off"])
+def test_image_defaults(pod: dict[str, Any], https: bool) -> None:
+    """Elasticsearch 8 and OpenSearch serve HTTPS unless the pod turns it off; their CA is generated
+    inside the container, so the sidecar is told, and the warning names the annotation."""
+    if pod["metadata"]["labels"]["mcp-sidecar.dox/backend"] not in default_config().backends:
+        pytest.skip("no opensearch backend configured")
+    result, env, _ = _inject(pod)
+    assert (env.get("ES_SCHEME") == "https") is https
+    assert any("mcp-sidecar.dox/tls-secret" in w for w in result.warnings) is https
