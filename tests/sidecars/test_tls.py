@@ -9,6 +9,8 @@ says which name to expect (sidecars/common/tls.py).
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import copy
 import ssl
 from pathlib import Path
@@ -61,6 +63,16 @@ def tls_env(server: RedisServer, pki: TestPKI, **extra: str) -> dict[str, str]:
                                 **extra})
 
 
+@contextlib.contextmanager
+def sidecars(backend: str, envs: list[dict[str, str]]):
+    """Several sidecars started at once (each start is mostly Python imports)."""
+    with contextlib.ExitStack() as stack:
+        procs = [stack.enter_context(contextlib.closing(SidecarProcess(backend, env))) for env in envs]
+        with concurrent.futures.ThreadPoolExecutor(len(procs)) as pool:
+            list(pool.map(SidecarProcess.start, procs))
+        yield procs
+
+
 def events(sidecar: SidecarProcess, name: str) -> list[dict]:
     return [line for line in sidecar.audit_lines() if line.get("event") == name]
 
@@ -94,8 +106,8 @@ def test_redis_tls_failures_are_explicit_and_never_fall_back(redis_mtls, redis_t
          ["certificate verify failed", "redis-replicas.other.svc", "REDIS_TLS_SERVER_NAME"]),
         (redis_mtls, {}, ["client certificate", "REDIS_TLS_CERT_FILE"]),
     ]
-    for server, extra, expected in cases:
-        with SidecarProcess("redis", tls_env(server, pki, **extra)) as sidecar:
+    with sidecars("redis", [tls_env(server, pki, **extra) for server, extra, _ in cases]) as procs:
+        for sidecar, (_, extra, expected) in zip(procs, cases):
             result = call(sidecar.url, "get", {"key": "greeting"})
             assert result.is_error and result.structured_content is None
             text = error_text(result)
@@ -139,14 +151,14 @@ def es_tls_env(front: TlsFront, pki: TestPKI, **extra: str) -> dict[str, str]:
 
 
 def test_es_https_basic_auth_answers(es_front, pki):
-    with SidecarProcess("elasticsearch", es_tls_env(es_front, pki, ES_TLS_SERVER_NAME=ES_SERVICE)) as sidecar:
+    envs = [es_tls_env(es_front, pki, ES_TLS_SERVER_NAME=ES_SERVICE), es_tls_env(es_front, pki)]
+    with sidecars("elasticsearch", envs) as (sidecar, chain_only):
         result = call(sidecar.url, "search", {"index": "books", "query": {"match": {"title": "redis"}}, "size": 3})
         assert not result.is_error, error_text(result)
         assert result.structured_content["total"] == 15 and len(result.structured_content["hits"]) == 3
         assert sidecar.get("/health").json()["reachable"] is True
         [tls] = events(sidecar, "tls")
         assert tls["hostname_check"] is True and tls["server_name"] == ES_SERVICE
-    with SidecarProcess("elasticsearch", es_tls_env(es_front, pki)) as chain_only:
         assert call(chain_only.url, "count", {"index": "books"}).structured_content["count"] == 30
         assert events(chain_only, "tls")[0]["hostname_check"] is False
 
@@ -158,8 +170,8 @@ def test_es_tls_and_auth_failures_are_explicit(es_front, pki):
         ({"ES_CA_CERT": str(pki.other_ca)}, ["certificate verify failed", "ES_CA_CERT"]),
         ({"ES_TLS_SERVER_NAME": "search.other.svc"}, ["certificate verify failed", "ES_TLS_SERVER_NAME"]),
     ]
-    for extra, expected in cases:
-        with SidecarProcess("elasticsearch", es_tls_env(es_front, pki, **extra)) as sidecar:
+    with sidecars("elasticsearch", [es_tls_env(es_front, pki, **extra) for extra, _ in cases]) as procs:
+        for sidecar, (extra, expected) in zip(procs, cases):
             result = call(sidecar.url, "count", {"index": "books"})
             assert result.is_error, extra
             health = sidecar.get("/health")
