@@ -50,6 +50,10 @@ CASES = [
         "REDIS_TLS_CERT_FILE": f"{TLS_DIR}/tls.crt", "REDIS_TLS_KEY_FILE": f"{TLS_DIR}/tls.key",
         "REDIS_PASSWORD": _ref("cache-redis", "redis-password")},
      {"cache-redis-crt": {"ca.crt": "ca.crt", "tls.crt": "tls.crt", "tls.key": "tls.key"}}, None),
+    ("chart-bitnami-redis-cluster-tls.yaml", {
+        "REDIS_PORT": "6380", "REDIS_TLS": "true", "REDIS_TLS_CA_FILE": f"{TLS_DIR}/ca.crt", "REDIS_TLS_CERT_FILE": None,
+        "REDIS_PASSWORD": _ref("shards-redis-cluster", "redis-password")},
+     {"shards-redis-cluster-crt": {"ca.crt": "ca.crt"}}, None),
     ("chart-redis-ha-tls.yaml", {
         "REDIS_PORT": "6385", "REDIS_TLS": "true", "REDIS_TLS_CA_FILE": f"{TLS_DIR}/ca.crt",
         "REDIS_PASSWORD": _ref("sessions-redis-ha", "auth")},
