@@ -272,6 +272,8 @@ def detect_password(spec: dict[str, Any], main: dict[str, Any] | None, backend: 
                 if found is not None:
                     result.ref = {"name": found.name, "key": found.key}
                     break
+        if result.ref is None and var and var not in env:
+            result.ref = _env_from_ref(container, var)
         if result.ref is not None:
             if backend.username_env:
                 result.username_ref = next((r for r in (_ref_of(env.get(n)) for n in backend.username_source_env) if r), None)
@@ -290,6 +292,20 @@ def detect_password(spec: dict[str, Any], main: dict[str, Any] | None, backend: 
             f"Secrets not mappable to its password; set mcp-sidecar.dox/password-secret: NAME:KEY if it needs one "
             f"({shown})")
     return result
+
+
+def _env_from_ref(container: dict[str, Any], var: str) -> dict[str, Any] | None:
+    """``--requirepass $(VAR)`` with VAR from ``envFrom``: with a single Secret source (and no
+    ConfigMap one) VAR can only be its key VAR minus the prefix. ``optional``: if the guess is wrong the
+    sidecar starts without a password (and says so) instead of not starting."""
+    sources = [s for s in container.get("envFrom") or [] if isinstance(s, dict)]
+    secrets = [s for s in sources if isinstance(s.get("secretRef"), dict) and isinstance(s["secretRef"].get("name"), str)]
+    if len(secrets) != 1 or len(sources) != 1:
+        return None
+    prefix = secrets[0].get("prefix") if isinstance(secrets[0].get("prefix"), str) else ""
+    if not var.startswith(prefix) or var == prefix:
+        return None
+    return {"name": secrets[0]["secretRef"]["name"], "key": var[len(prefix):], "optional": True}
 
 
 def _unmapped_secrets(main: dict[str, Any], volumes: list[dict[str, Any]], tls_secrets: frozenset[str]) -> list[str]:

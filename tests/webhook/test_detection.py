@@ -220,3 +220,18 @@ def test_image_defaults(pod: dict[str, Any], https: bool) -> None:
     result, env, _ = _inject(pod)
     assert (env.get("ES_SCHEME") == "https") is https
     assert any("mcp-sidecar.dox/tls-secret" in w for w in result.warnings) is https
+
+
+@pytest.mark.parametrize("env_from,expected", [
+    ([{"secretRef": {"name": "redis-env"}}], {"name": "redis-env", "key": "SECRET_PASS", "optional": True}),
+    ([{"secretRef": {"name": "redis-env"}, "prefix": "SECRET_"}], {"name": "redis-env", "key": "PASS", "optional": True}),
+    # Two sources: which one holds it is unknown; a warning names both instead.
+    ([{"secretRef": {"name": "a"}}, {"configMapRef": {"name": "b"}}], None),
+])
+def test_requirepass_variable_from_env_from(env_from, expected) -> None:
+    result, env, _ = _inject(_redis_pod(command=["sh", "-c", 'exec redis-server --requirepass "$SECRET_PASS"'],
+                                        envFrom=env_from))
+    if expected is None:
+        assert "REDIS_PASSWORD" not in env and "envFrom Secret a" in result.warnings[0]
+    else:
+        assert env["REDIS_PASSWORD"] == {"secretKeyRef": expected} and result.warnings == []
