@@ -61,6 +61,12 @@ def client_context(tls: TlsSettings) -> ssl.SSLContext:
             context.load_verify_locations(cafile=tls.ca_file)
         else:
             context.load_default_certs()
+            try:  # what elastic_transport trusted before (the slim images may have no system bundle)
+                import certifi
+            except ImportError:
+                pass
+            else:
+                context.load_verify_locations(cafile=certifi.where())
     else:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
