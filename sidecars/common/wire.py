@@ -123,7 +123,12 @@ class JsonRpcGate:
         async def replay() -> dict:
             return messages.pop(0) if messages else await receive()
 
-        await self.app(scope, replay, send)
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            # uvicorn keeps a keep-alive connection's last scope until its next request: a parsed
+            # 1 MiB message left here would outlive its request on every idle connection.
+            scope.pop(MESSAGE_KEY, None)
 
 
 async def reply_error(send: Any, status: int, code: int, message: str) -> None:

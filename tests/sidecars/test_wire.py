@@ -190,3 +190,26 @@ def test_check_message_accepts_each_kind_of_message():
     assert check_message(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')["method"]
     assert check_message(b'{"jsonrpc":"2.0","id":0,"error":{"code":-1,"message":"m"}}')["id"] == 0
     assert check_message(b'{"jsonrpc":"2.0","id":-5,"method":"tools/list","params":{}}')["id"] == -5
+
+
+def test_the_parsed_message_does_not_outlive_its_request():
+    """uvicorn keeps a keep-alive connection's last scope: a parsed body left in it held up to 1 MiB per
+    idle connection (tests/security/test_slowloris.py's memory bound caught it: VmHWM 121 MiB > 110)."""
+    import asyncio
+
+    from sidecars.common.wire import MESSAGE_KEY, JsonRpcGate
+
+    seen = []
+
+    async def inner(scope, receive, send):
+        seen.append(scope[MESSAGE_KEY]["method"])
+
+    async def receive():
+        return {"type": "http.request", "body": json.dumps(CALL).encode(), "more_body": False}
+
+    async def send(message):
+        raise AssertionError(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/mcp", "headers": [(b"content-type", b"application/json")]}
+    asyncio.run(JsonRpcGate(inner)(scope, receive, send))
+    assert seen == ["tools/call"] and MESSAGE_KEY not in scope
