@@ -13,7 +13,7 @@ ASGI scope so the fast path does not parse the body again. The parser is the SDK
 paths agree on what parses (lone surrogates, nesting deeper than 200: -32700).
 
 Batches: 2025-03-26 allowed a JSON array of messages; 2025-06-18 removed them and the SDK serving
-these sidecars never accepted them. A batch is refused as a whole with -32600 (nothing in it runs).
+these sidecars (mcp 2.3) does not accept them. A batch is refused as a whole with -32600 (nothing in it runs).
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def check_message(body: bytes) -> dict:
             raise InvalidMessage(-32600, 'Invalid Request: "method" must be a non-empty string')
         if len(msg["method"]) > MAX_METHOD_CHARS:  # the SDK echoes an unknown method whole in -32601
             raise InvalidMessage(-32600, f'Invalid Request: "method" is longer than {MAX_METHOD_CHARS} characters')
-        if "params" in msg and not isinstance(msg["params"], dict):
+        # "params": null reads as no params, as the SDK reads it.
+        if msg.get("params") is not None and not isinstance(msg["params"], dict):
             raise InvalidMessage(-32600, 'Invalid Request: "params" must be an object')
         return msg
     # No method: a response to a server request (this server sends none, the SDK accepts it with 202).

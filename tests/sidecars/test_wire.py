@@ -125,6 +125,8 @@ def test_well_formed_messages_still_work(sidecar, redis_server):
     # A notification and a client's response to a server request: accepted, nothing to answer.
     assert post(sidecar, {"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 202
     assert post(sidecar, {"jsonrpc": "2.0", "id": 3, "result": {}}).status_code == 202
+    # "params": null reads as no params, as the SDK reads it.
+    assert post(sidecar, {**PING, "params": None}).json()["result"] == {}
     # Members JSON-RPC does not define are ignored, as before.
     assert post(sidecar, {**PING, "extra": True}).json()["result"] == {}
 
