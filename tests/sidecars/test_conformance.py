@@ -75,7 +75,7 @@ NOT_APPLICABLE = {
        for name in ("prompts-list", "prompts-get-simple", "prompts-get-with-args", "prompts-get-embedded-resource",
                     "prompts-get-with-image")},
 }
-BACKENDS = ["redis", "elasticsearch"]
+BACKENDS = ["redis", "elasticsearch", "opensearch"]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,8 @@ def _sidecar_env(backend: str, request, **extra: str) -> dict[str, str]:
         server = request.getfixturevalue("redis_server")
         server.command("SET", "conformance", "checked by clients we did not write")
         return redis_env(server, **extra)
-    return es_env(request.getfixturevalue("es_node"), **extra)
+    node = "os_node" if backend == "opensearch" else "es_node"
+    return es_env(request.getfixturevalue(node), **extra)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -158,6 +159,7 @@ def run_ts_client(ts_client, url: str, tool: str, args: dict, token: str | None)
 CALLS = {
     "redis": ("get", {"key": "conformance"}, {"key": "conformance", "value": "checked by clients we did not write"}),
     "elasticsearch": ("count", {"index": "books"}, {"index": "books", "count": 30}),
+    "opensearch": ("count", {"index": "books"}, {"index": "books", "count": 30}),
 }
 
 
