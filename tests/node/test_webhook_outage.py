@@ -125,6 +125,13 @@ def _serve_args(cp, injector) -> tuple[list[str], int]:
     return operator["spec"]["template"]["spec"]["containers"][0]["args"], deployment["spec"]["replicas"]
 
 
+def _admission_pods(cp, injector) -> list[dict]:
+    """The admission Deployment's pods (the operator's `<release>-operator-...` pods are not)."""
+    prefix, operator = f"{injector.deployment}-", f"{injector.deployment}-operator-"
+    return [p for p in pods(cp, injector.namespace)
+            if p["metadata"]["name"].startswith(prefix) and not p["metadata"]["name"].startswith(operator)]
+
+
 def test_outage_pods_start_uninjected_audit_reports_missed_healing_injects(cp, injector, namespace):
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -142,6 +149,9 @@ def test_outage_pods_start_uninjected_audit_reports_missed_healing_injects(cp, i
         cp.kubectl("scale", "deployment", injector.deployment, "-n", injector.namespace, "--replicas=0")
         cp.wait_for(lambda: not _dry_run_injected(cp, namespace), 60,
                     "a dry-run labelled pod to be admitted uninjected (webhook unreachable)", interval=1)
+        # A terminating admission pod still serves through its drain, and the API server's kept-alive
+        # connection can reach it after one dry-run already failed: the outage starts once it is gone.
+        cp.wait_for(lambda: not _admission_pods(cp, injector), 90, "the admission pods to be gone", interval=1)
         timings["webhook unreachable"] = time.monotonic() - outage_started
 
         # ---- 2. the labelled workloads' pods start without the sidecar, 1/1 Ready
