@@ -45,10 +45,10 @@ from webhook.endpoints import (
     get_json,
     list_path,
     ready_addresses,
-    sidecar_of,
     sidecar_port,
     sidecar_ready,
 )
+from webhook.pod_audit import sidecar_of
 
 EXIT_USAGE, EXIT_NO_SERVICE, EXIT_NOT_READY, EXIT_FORBIDDEN, EXIT_NO_SECRET, EXIT_FORWARD = 2, 3, 4, 5, 6, 7
 TOKEN_PLACEHOLDER = "$MCP_TOKEN"

@@ -21,12 +21,12 @@ from webhook.constants import (
     AUTH_NONE,
     AUTH_VOLUME_NAME,
     LABEL_BACKEND,
-    SIDECAR_CONTAINER_NAME,
     SIDECAR_PORT_NAME,
     TOKEN_SECRET_KEY,
     TOKEN_SECRET_NAME,
 )
 from webhook.kube import KubeAccessError, explain
+from webhook.pod_audit import sidecar_of, sidecar_ready_state
 
 MCP_PATH = "/mcp"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
@@ -62,22 +62,8 @@ def list_path(resource: str, namespace: str | None, group: str = "") -> str:
 # ---- what a pod says about its sidecar ----------------------------------------------------------
 
 
-def sidecar_of(pod: Mapping[str, Any]) -> dict[str, Any] | None:
-    spec = pod.get("spec") or {}
-    for key in ("initContainers", "containers"):
-        for container in spec.get(key) or []:
-            if container.get("name") == SIDECAR_CONTAINER_NAME:
-                return container
-    return None
-
-
 def sidecar_ready(pod: Mapping[str, Any]) -> bool:
-    status = pod.get("status") or {}
-    for key in ("initContainerStatuses", "containerStatuses"):
-        for entry in status.get(key) or []:
-            if entry.get("name") == SIDECAR_CONTAINER_NAME:
-                return bool(entry.get("ready"))
-    return False
+    return sidecar_ready_state(pod) is True
 
 
 def sidecar_port(pod: Mapping[str, Any]) -> int | None:

@@ -40,7 +40,8 @@ class PodAudit:
         return asdict(self)
 
 
-def _sidecar(pod: Mapping[str, Any]) -> dict[str, Any] | None:
+def sidecar_of(pod: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The injected ``mcp-sidecar`` container (native or regular), or None."""
     spec = pod.get("spec") or {}
     for key in ("initContainers", "containers"):
         for container in spec.get(key) or []:
@@ -49,7 +50,8 @@ def _sidecar(pod: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _sidecar_ready(pod: Mapping[str, Any]) -> bool | None:
+def sidecar_ready_state(pod: Mapping[str, Any]) -> bool | None:
+    """The sidecar's readiness; None while the pod reports no container status yet."""
     status = pod.get("status") or {}
     for key in ("initContainerStatuses", "containerStatuses"):
         for entry in status.get(key) or []:
@@ -88,7 +90,7 @@ def owner_of(pod: Mapping[str, Any]) -> str:
 def audit_pod(pod: Mapping[str, Any], namespace_labels: Mapping[str, str] | None, config: InjectorConfig) -> PodAudit:
     metadata = pod.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
-    sidecar = _sidecar(pod)
+    sidecar = sidecar_of(pod)
     row = PodAudit(
         namespace=str(metadata.get("namespace", "")),
         pod=str(metadata.get("name", "")),
@@ -96,7 +98,7 @@ def audit_pod(pod: Mapping[str, Any], namespace_labels: Mapping[str, str] | None
         backend=str((metadata.get("labels") or {}).get(LABEL_BACKEND, "")),
         state=SKIPPED,
         reason="",
-        sidecar_ready=_sidecar_ready(pod) if sidecar else None,
+        sidecar_ready=sidecar_ready_state(pod) if sidecar else None,
         image=str(sidecar.get("image", "")) if sidecar else "",
         stale=False,
     )
