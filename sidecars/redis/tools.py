@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Awaitable, Callable
 
 from pydantic import Field
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
@@ -135,6 +135,32 @@ def register(sidecar: Sidecar) -> None:
         first = start if start >= 0 else max(length + start, 0)
         last = min(stop if stop >= 0 else length + stop, length - 1)
         return first, last
+
+    async def _ranked(k: bytes, length: int, start: int, stop: int, budget: Budget,
+                      fetch: Callable[[int, int], Awaitable[list[tuple[Any, Any]]]],
+                      make: Callable[[enc.Element, Any], Any]) -> tuple[list[Any], bool, int | None]:
+        """Elements start..stop of a list or sorted set (by index/rank), in pages sized to the budget:
+        ``fetch(a, b)`` reads indices a..b as (value, extra) pairs, ``make(element, extra)`` builds an
+        item. Returns (items, truncated, next_start)."""
+        first, last = _range(start, stop, length)
+        items: list[Any] = []
+        truncated = False
+        pos = first
+        page = await _sizer(k, length) if last >= first else None
+        for _ in range(PAGE_ROUNDS if last >= first else 0):
+            want = min(page(budget), imax - len(items))
+            got = await fetch(pos, min(last, pos + want - 1))
+            for value, extra in got:
+                el = element(value, budget, first=not items)
+                if el is None:
+                    break
+                items.append(make(el[0], extra))
+                truncated |= el[1]
+            pos = first + len(items)
+            if budget.spent or len(items) >= imax or pos > last or len(got) < want:
+                break
+        next_start = pos if last >= first and pos <= last else None
+        return items, truncated or next_start is not None, next_start
 
     # ----------------------------------------------------------------- strings
     async def _string(key: str | enc.Encoded, budget: Budget, first: bool, head_bytes: Any = None,
@@ -396,26 +422,12 @@ def register(sidecar: Sidecar) -> None:
         shown = echo(key, budget)
         k = raw(key)
         length = await r.llen(k)
-        first, last = _range(start, stop, length)
-        items: list[enc.Element] = []
-        truncated = False
-        pos = first
-        page = await _sizer(k, length) if last >= first else None
-        for _ in range(PAGE_ROUNDS if last >= first else 0):
-            want = min(page(budget), imax - len(items))
-            got = await r.lrange(k, pos, min(last, pos + want - 1))
-            for v in got:
-                el = element(v, budget, first=not items)
-                if el is None:
-                    break
-                items.append(el[0])
-                truncated |= el[1]
-            pos = first + len(items)
-            if budget.spent or len(items) >= imax or pos > last or len(got) < want:
-                break
-        next_start = pos if last >= first and pos <= last else None
-        return m.ListValue(key=shown, items=items, length=length, truncated=truncated or next_start is not None,
-                           next_start=next_start)
+
+        async def fetch(a: int, b: int) -> list[tuple[Any, None]]:
+            return [(v, None) for v in await r.lrange(k, a, b)]
+
+        items, truncated, next_start = await _ranked(k, length, start, stop, budget, fetch, lambda el, _: el)
+        return m.ListValue(key=shown, items=items, length=length, truncated=truncated, next_start=next_start)
 
     @read("Length of a list")
     async def llen(key: Key) -> m.Count:
@@ -505,26 +517,14 @@ def register(sidecar: Sidecar) -> None:
         shown = echo(key, budget)
         k = raw(key)
         length = await r.zcard(k)
-        first, last = _range(start, stop, length)
-        members: list[m.ScoredMember] = []
-        truncated = False
-        pos = first
-        page = await _sizer(k, length) if last >= first else None
-        for _ in range(PAGE_ROUNDS if last >= first else 0):
-            want = min(page(budget), imax - len(members))
-            got = await r.zrange(k, pos, min(last, pos + want - 1), desc=reverse, withscores=True)
-            for v, score in got:
-                el = element(v, budget, first=not members)
-                if el is None:
-                    break
-                members.append(m.ScoredMember(member=el[0], score=score))
-                truncated |= el[1]
-            pos = first + len(members)
-            if budget.spent or len(members) >= imax or pos > last or len(got) < want:
-                break
-        next_start = pos if last >= first and pos <= last else None
-        return m.SortedSetValue(key=shown, members=members, length=length,
-                                truncated=truncated or next_start is not None, next_start=next_start)
+
+        async def fetch(a: int, b: int) -> list[tuple[Any, float]]:
+            return await r.zrange(k, a, b, desc=reverse, withscores=True)
+
+        members, truncated, next_start = await _ranked(
+            k, length, start, stop, budget, fetch, lambda el, score: m.ScoredMember(member=el, score=score))
+        return m.SortedSetValue(key=shown, members=members, length=length, truncated=truncated,
+                                next_start=next_start)
 
     @read("Score of a sorted-set member")
     async def zscore(key: Key, member: Bin) -> m.Score:
