@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.operator_process import OperatorProcess as BaseOperatorProcess
 from tests.support.processes import stop_group
 from tests.support.webhook_process import WebhookProcess
 
@@ -169,25 +170,14 @@ def denied(log: str, resource: str, verb: str) -> list[str]:
     return [line for line in log.replace('\\"', '"').splitlines() if any(n in line for n in needles(resource, verb))]
 
 
-class OperatorProcess:
+class OperatorProcess(BaseOperatorProcess):
     """`mcp-sidecar operator`, healing on. The 12 s heal grace makes the operator come back to the
     missed pod later (``_retry``: the only `get pods`), long after it first saw it even on a busy
     machine."""
 
     def __init__(self, workdir: Path, kubeconfig: Path, *args: str):
-        self.log_file = workdir / "operator.log"
-        self._log = open(self.log_file, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "webhook.cli", "--log-level", "info", "operator", "--kubeconfig", str(kubeconfig),
-             "--heal", "--heal-interval", "1", "--heal-grace", "12", "--resync-seconds", "2", "--watch-seconds", "5", *args],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace")
-
-    def stop(self) -> None:
-        stop_group(self.process, timeout=10)
-        self._log.close()
+        super().__init__(workdir, kubeconfig, "--heal", "--heal-interval", "1", "--heal-grace", "12",
+                         "--resync-seconds", "2", "--watch-seconds", "5", *args)
 
 
 @pytest.fixture(scope="module")

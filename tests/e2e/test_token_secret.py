@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import stop_group
+from tests.support.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.slow
 
@@ -20,23 +20,11 @@ BACKEND = "mcp-sidecar.dox/backend"
 SECRET = "mcp-sidecar-token"
 
 
-class Operator:
+class Operator(OperatorProcess):
     """``mcp-sidecar operator`` as cluster admin (RBAC is test_operator_rbac's concern)."""
 
     def __init__(self, control_plane, workdir: Path):
-        self.log_file = workdir / "operator.log"
-        self._log = open(self.log_file, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "webhook.cli", "--log-level", "info", "operator", "--kubeconfig",
-             str(control_plane.kubeconfig), "--no-leader-election", "--resync-seconds", "3600"],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace")
-
-    def stop(self) -> None:
-        stop_group(self.process, timeout=10)
-        self._log.close()
+        super().__init__(workdir, control_plane.kubeconfig, "--no-leader-election", "--resync-seconds", "3600")
 
 
 def deployment(name: str, namespace: str, labelled: bool = True) -> dict:

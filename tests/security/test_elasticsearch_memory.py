@@ -141,47 +141,14 @@ def test_scripted_metric_is_refused_before_reaching_elasticsearch(es_big):
         assert result["isError"] is True and "scripted_metric" in text and "ES_ALLOW_SCRIPTED_METRIC" in text, text
 
 
-def test_parallel_answers_share_one_memory_budget(es_big):
-    """Sixteen answers that each fit the per-answer caps (~14 MB as Python objects each), at once: they
-    share one read budget, and calls past it are told the sidecar is busy."""
+def _parallel_calls_stay_bounded(es_big, what: str, tool: str, arguments, count: int) -> None:
+    """``count`` calls of ``tool`` at once (``arguments(i)`` for call i) against a fresh sidecar: it
+    stays alive under the memory limit, at least one answer fits, and the others are told "busy"."""
     import asyncio
 
     async def one(client: httpx.AsyncClient, url: str, i: int) -> tuple[dict, int]:
         resp = await client.post(url, json={"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
-            "name": "get_document", "arguments": {"index": "dense", "id": f"small-{i}"}}})
-        assert resp.status_code == 200, resp.text[:300]
-        return resp.json()["result"], len(resp.content)
-
-    async def all_at_once(url: str) -> list[tuple[dict, int]]:
-        headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18",
-                   "Authorization": f"Bearer {TOKEN}"}
-        async with httpx.AsyncClient(headers=headers, timeout=120) as client:
-            return await asyncio.gather(*(one(client, url, i) for i in range(PARALLEL)))
-
-    with _sidecar(es_big) as sidecar:
-        time.sleep(1.2)
-        idle = _rss_mib(sidecar.proc.pid, "VmRSS")
-        _reset_peak(sidecar.proc.pid)
-        results = asyncio.run(all_at_once(sidecar.url))
-        peak = _rss_mib(sidecar.proc.pid)
-        served = [r for r, _ in results if not r.get("isError")]
-        refused = [r["content"][0]["text"] for r, _ in results if r.get("isError")]
-        print(f"\n[es-memory] {PARALLEL} parallel get_document of 600 KB dense documents: idle {idle:.1f} MiB, "
-              f"peak RSS {peak:.1f} MiB, served {len(served)}, refused {len(refused)}, "
-              f"max response {max(w for _, w in results):,} bytes {refused[:1]}")
-        assert sidecar.alive() and peak < LIMIT_MIB, f"peak RSS {peak:.0f} MiB"
-        assert served, "at least one answer fits"
-        assert all("busy" in text for text in refused), refused
-
-
-def test_parallel_big_searches_share_one_read_budget(es_big):
-    """32 searches at once, each answered with ~1 MB of 40 KB documents (each within its own caps): the
-    bytes being read at the same time are bounded together; calls past that are told to retry."""
-    import asyncio
-
-    async def one(client: httpx.AsyncClient, url: str, i: int) -> tuple[dict, int]:
-        resp = await client.post(url, json={"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
-            "name": "search", "arguments": {"index": "fat", "size": 100, "offset": i}}})
+            "name": tool, "arguments": arguments(i)}})
         assert resp.status_code == 200, resp.text[:300]
         return resp.json()["result"], len(resp.content)
 
@@ -189,8 +156,8 @@ def test_parallel_big_searches_share_one_read_budget(es_big):
         headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18",
                    "Authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(headers=headers, timeout=120,
-                                     limits=httpx.Limits(max_connections=PARALLEL_SEARCHES)) as client:
-            return await asyncio.gather(*(one(client, url, i) for i in range(PARALLEL_SEARCHES)))
+                                     limits=httpx.Limits(max_connections=count)) as client:
+            return await asyncio.gather(*(one(client, url, i) for i in range(count)))
 
     with _sidecar(es_big) as sidecar:
         time.sleep(1.2)
@@ -200,9 +167,23 @@ def test_parallel_big_searches_share_one_read_budget(es_big):
         peak = _rss_mib(sidecar.proc.pid)
         served = [r for r, _ in results if not r.get("isError")]
         refused = [r["content"][0]["text"] for r, _ in results if r.get("isError")]
-        print(f"\n[es-memory] {PARALLEL_SEARCHES} parallel searches of 40 KB documents: idle {idle:.1f} MiB, "
+        print(f"\n[es-memory] {count} parallel {what}: idle {idle:.1f} MiB, "
               f"peak RSS {peak:.1f} MiB, served {len(served)}, refused {len(refused)}, "
               f"max response {max(w for _, w in results):,} bytes {refused[:1]}")
         assert sidecar.alive() and peak < LIMIT_MIB, f"peak RSS {peak:.0f} MiB"
         assert served, "at least one answer fits"
         assert all("busy" in text for text in refused), refused
+
+
+def test_parallel_answers_share_one_memory_budget(es_big):
+    """Sixteen answers that each fit the per-answer caps (~14 MB as Python objects each), at once: they
+    share one read budget, and calls past it are told the sidecar is busy."""
+    _parallel_calls_stay_bounded(es_big, "get_document of 600 KB dense documents", "get_document",
+                                 lambda i: {"index": "dense", "id": f"small-{i}"}, PARALLEL)
+
+
+def test_parallel_big_searches_share_one_read_budget(es_big):
+    """32 searches at once, each answered with ~1 MB of 40 KB documents (each within its own caps): the
+    bytes being read at the same time are bounded together; calls past that are told to retry."""
+    _parallel_calls_stay_bounded(es_big, "searches of 40 KB documents", "search",
+                                 lambda i: {"index": "fat", "size": 100, "offset": i}, PARALLEL_SEARCHES)
