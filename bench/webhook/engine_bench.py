@@ -9,8 +9,8 @@ pod), then the same pod with 250/500/1,000/2,000/4,000 extra env vars on the Red
 
 Per case:
 
-- ``evaluate``: ``webhook.engine.evaluate(pod, None, config)`` alone;
-- ``review``: what one POST /mutate costs minus HTTP: ``webhook.admission.review(raw_bytes)``
+- ``evaluate``: ``webhook.engine.injection.evaluate(pod, None, config)`` alone;
+- ``review``: what one POST /mutate costs minus HTTP: ``webhook.admission.review.review(raw_bytes)``
   (JSON decode + engine + base64 patch) plus the ``json.dumps`` of the response the server does.
 
 Each is timed call by call with ``time.perf_counter_ns`` (median, p99, mean over many runs, after a
@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.webhook.helpers import admission_review  # noqa: E402
-from webhook.admission import review  # noqa: E402
-from webhook.config import default_config  # noqa: E402
-from webhook.engine import evaluate  # noqa: E402
-from webhook.manifests import load_documents  # noqa: E402
+from webhook.admission.review import review  # noqa: E402
+from webhook.engine.config import default_config  # noqa: E402
+from webhook.engine.injection import evaluate  # noqa: E402
+from webhook.cli.manifests import load_documents  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "golden" / "inputs" / "bitnami-redis-statefulset.yaml"
 ENV_SIZES = (250, 500, 1000, 2000, 4000)

@@ -45,9 +45,9 @@ from kopf._core.engines import admission  # noqa: E402
 from kopf._core.intents import registries  # noqa: E402
 from kopf._core.reactor import inventory  # noqa: E402
 
-from webhook.config import default_config  # noqa: E402
-from webhook.constants import ANNOTATION_STATUS  # noqa: E402
-from webhook.engine import evaluate  # noqa: E402
+from webhook.engine.config import default_config  # noqa: E402
+from webhook.engine.constants import ANNOTATION_STATUS  # noqa: E402
+from webhook.engine.injection import evaluate  # noqa: E402
 
 PODS = references.Resource(
     group="", version="v1", plural="pods", kind="Pod", singular="pod", shortcuts=frozenset({"po"}),

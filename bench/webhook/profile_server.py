@@ -33,14 +33,14 @@ sys.path.insert(0, str(HERE))
 
 #: (label, substring of a frame) — a sample counts for a label when any of its frames matches.
 BUCKETS = [
-    ("webhook.admission.review (decode + engine + encode)", "review (webhook/admission.py"),
-    ("  json.loads of the request", "parse_review (webhook/admission.py"),
-    ("  webhook.engine.evaluate", "evaluate (webhook/engine.py"),
-    ("  _response: json.dumps + base64 of the patch", "_response (webhook/admission.py"),
+    ("webhook.admission.review.review (decode + engine + encode)", "review (webhook/admission/review.py"),
+    ("  json.loads of the request", "parse_review (webhook/admission/review.py"),
+    ("  webhook.engine.injection.evaluate", "evaluate (webhook/engine/injection.py"),
+    ("  _response: json.dumps + base64 of the patch", "_response (webhook/admission/review.py"),
     ("json.dumps of the response body (server.py)", "dumps (json/__init__.py"),
-    ("mutate endpoint body (server.py)", "mutate (webhook/server.py"),
+    ("mutate endpoint body (server.py)", "mutate (webhook/admission/server.py"),
     ("  prometheus metrics (.inc/.observe/.labels)", "prometheus_client"),
-    ("  reading the body (_read_limited)", "_read_limited (webhook/server.py"),
+    ("  reading the body (_read_limited)", "_read_limited (webhook/admission/server.py"),
     ("FastAPI routing/dependency/serialisation layer", "fastapi/"),
     ("Starlette (routing, middleware, Request/Response)", "starlette/"),
     ("uvicorn protocol (httptools/h11)", "uvicorn/protocols/http"),

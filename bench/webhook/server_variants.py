@@ -4,7 +4,7 @@
     .venv/bin/python bench/webhook/server_variants.py --duration 5 --concurrency 1,16,64
 
 An experiment for the profile of issue 2, not a second implementation: each variant serves
-``POST /mutate`` with the very same ``webhook.admission.review`` and ``json.dumps`` of the answer
+``POST /mutate`` with the very same ``webhook.admission.review.review`` and ``json.dumps`` of the answer
 on uvicorn (uvloop + httptools, access log off, one worker) and the same TLS certificate; only the
 layer between the socket and ``review()`` changes:
 
@@ -41,8 +41,8 @@ VARIANTS = ("production", "starlette", "asgi", "asgi-plain")
 
 
 def make_app(variant: str) -> Any:
-    from webhook.admission import review
-    from webhook.config import default_config
+    from webhook.admission.review import review
+    from webhook.engine.config import default_config
 
     config = default_config()
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.support.webhook_process import WebhookProcess
-from webhook.manifests import POD_TEMPLATE_PATHS
+from webhook.cli.manifests import POD_TEMPLATE_PATHS
 
 pytestmark = pytest.mark.slow
 

@@ -162,7 +162,7 @@ def needles(resource: str, verb: str) -> tuple[str, ...]:
     """How a denial of (resource, verb) shows in the operator's log."""
     found = (f'cannot {verb} resource "{resource}"',)  # the API server's own message
     if (resource, verb) == ("secrets", "create"):
-        found += ("cannot create Secret mcp-sidecar-token",)  # webhook/token_secret.py logs status + reason
+        found += ("cannot create Secret mcp-sidecar-token",)  # webhook/operator/token_secret.py logs status + reason
     return found
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from webhook.config import default_config, parse_config
+from webhook.engine.config import default_config, parse_config
 
 from .helpers import (CHART, CRD_KINDS, FULLNAME, HELMS, NAMESPACE, OPERATOR, RELEASE, SCENARIOS, by_kind, dumps,
                       helm, is_hook, one, render)
@@ -353,7 +353,7 @@ def test_operator_disabled_drops_its_deployment_and_rbac(which):
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_container_args_parse_with_the_real_cli(scenario):
     """Every flag the chart passes is one `mcp-sidecar serve` / `mcp-sidecar operator` accepts, with the intended value."""
-    from webhook.cli import _operator_options, build_parser
+    from webhook.cli.main import _operator_options, build_parser
 
     docs = render("helm3", *SCENARIOS[scenario])
     args = build_parser().parse_args(container(docs)["args"])
@@ -386,7 +386,7 @@ def test_configmap_default_equals_the_built_in_defaults(which):
     # Not merely equal after merging: the chart spells out the whole seed defaults file.
     from importlib import resources
 
-    seed = yaml.safe_load(resources.files("webhook").joinpath("defaults.yaml").read_text())
+    seed = yaml.safe_load(resources.files("webhook.engine").joinpath("defaults.yaml").read_text())
     assert yaml.safe_load(text) == seed
 
 
@@ -434,7 +434,7 @@ def open_tcp_ports(policy) -> list[tuple[int, int]]:
 def test_no_accepted_port_override_lands_on_an_open_port(port):
     """The engine injects a sidecar only on a port the policy's open ranges exclude; any other
     override leaves the pod uninjected with a warning (it never bypasses the policy)."""
-    from webhook.engine import evaluate
+    from webhook.engine.injection import evaluate
 
     [policy, _] = by_kind(render("helm3", *SCENARIOS["network-policy"]), "NetworkPolicy")
     pod = {"apiVersion": "v1", "kind": "Pod",
@@ -455,7 +455,7 @@ def test_network_policy_refuses_a_sidecar_port_outside_the_range(which):
     done = helm(which, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *SCENARIOS["network-policy"],
                 "--set", "sidecarConfig.sidecar.port=8080", check=False)
     assert done.returncode != 0 and "sidecar port range 9000-9199" in done.stderr, done.stderr
-    from webhook.overrides import SIDECAR_PORT_RANGE
+    from webhook.engine.overrides import SIDECAR_PORT_RANGE
 
     assert SIDECAR_PORT_RANGE == (9000, 9199)  # templates/networkpolicy.yaml repeats these numbers
 

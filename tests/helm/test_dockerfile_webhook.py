@@ -151,7 +151,7 @@ def test_payload_is_small_pip_free_and_serves_on_a_read_only_root(tmp_path):
             assert not (site / unwanted).exists(), unwanted
         # Bytecode policy: sourceless .pyc, except the webhook package and anyio (source + __pycache__).
         assert (site / "kubernetes" / "__init__.pyc").exists() and not list(site.glob("kubernetes/**/*.py"))
-        assert (site / "webhook" / "cli.py").exists() and list((site / "webhook" / "__pycache__").glob("cli.*.pyc"))
+        assert (site / "webhook" / "cli" / "main.py").exists() and list((site / "webhook" / "cli" / "__pycache__").glob("main.*.pyc"))
         assert not [p for p in site.rglob("__pycache__") if p.relative_to(site).parts[0] not in ("webhook", "anyio")]
         # Every module of the package imports from the payload (dependencies follow pyproject.toml).
         subprocess.run([str(venv / "bin" / "python"), "-c",

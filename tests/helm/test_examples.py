@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from webhook.config import default_config
-from webhook.manifests import inject_documents, load_documents
+from webhook.engine.config import default_config
+from webhook.cli.manifests import inject_documents, load_documents
 
 from .helpers import REPO
 

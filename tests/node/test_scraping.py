@@ -9,7 +9,7 @@ Both run as local processes on 127.0.0.1 with the same scrape configuration (the
   injector's own pods (the chart annotates them with prometheus.io/scheme=https on 8443; TLS is
   verified with the CA from the chart's Secret and the Service DNS name the certificate is for).
 - job ``mcp-sidecars``: the injected sidecars' /metrics. The injector adds no scrape annotations
-  to the pods (webhook/engine.py writes only mcp-sidecar.dox/status, and the application owns its
+  to the pods (webhook/engine/injection.py writes only mcp-sidecar.dox/status, and the application owns its
   prometheus.io/* annotations), so the sidecar is found by what it does add: the container port
   named ``mcp`` (9000).
 

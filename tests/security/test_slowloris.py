@@ -20,7 +20,7 @@ import pytest
 
 from sidecars.common import app as sidecar_app
 from tests.security.conftest import proc_status_kib
-from webhook import server as webhook_server
+from webhook.admission import server as webhook_server
 
 REPO = Path(__file__).resolve().parents[2]
 EXTRA = 16  # connections opened beyond the limit: each must be refused at once
@@ -164,7 +164,7 @@ def test_sidecar_cuts_slow_clients_and_refuses_beyond_its_connection_limit(redis
 def test_webhook_cuts_tls_handshakes_that_never_come(webhook):
     """Before the protocol sees a TLS connection, its handshake must finish: asyncio's default gives it
     60 s, at ~50 KiB each. Silent TCP connections are now closed after the handshake timeout."""
-    from webhook.httpguard import TLS_HANDSHAKE_TIMEOUT_SECONDS
+    from webhook.admission.httpguard import TLS_HANDSHAKE_TIMEOUT_SECONDS
 
     pid = webhook.process.pid
     before = proc_status_kib(pid, "VmRSS")
@@ -282,7 +282,7 @@ def test_oversized_headers_get_431(server, webhook, redis_sidecar):
 
 def test_the_webhook_and_sidecar_copies_of_httpguard_are_identical():
     """Each image ships only its own package, so the guard exists twice; they must not drift."""
-    assert filecmp.cmp(REPO / "webhook" / "httpguard.py", REPO / "sidecars" / "common" / "httpguard.py", shallow=False)
+    assert filecmp.cmp(REPO / "webhook" / "admission" / "httpguard.py", REPO / "sidecars" / "common" / "httpguard.py", shallow=False)
 
 
 def test_sidecar_memory_stays_bounded_under_concurrent_1_mib_bodies(redis_sidecar):

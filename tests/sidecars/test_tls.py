@@ -21,10 +21,10 @@ import yaml
 
 from tests.backends.redis_server import RedisServer
 from tests.backends.tls import TestPKI, TlsFront, nginx_binary, redis_cli, redis_tls_files
-from webhook.config import default_config
-from webhook.constants import TOKEN_SECRET_KEY, TOKEN_SECRET_NAME
-from webhook.engine import evaluate
-from webhook.manifests import POD_TEMPLATE_PATHS
+from webhook.engine.config import default_config
+from webhook.engine.constants import TOKEN_SECRET_KEY, TOKEN_SECRET_NAME
+from webhook.engine.injection import evaluate
+from webhook.cli.manifests import POD_TEMPLATE_PATHS
 
 from .conftest import redis_env
 from .helpers import DEFAULT_TOKEN, SidecarProcess, call, error_text

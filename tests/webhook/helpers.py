@@ -8,7 +8,7 @@ from typing import Any
 import jsonpatch
 import kubernetes_validate
 
-from webhook.constants import LABEL_BACKEND
+from webhook.engine.constants import LABEL_BACKEND
 
 #: Kubernetes versions every produced object is validated against (strict: unknown fields fail).
 K8S_VERSIONS = ("1.29", "1.37")
