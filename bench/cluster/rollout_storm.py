@@ -1,0 +1,334 @@
+"""Rollout storm: a Deployment scaled 0 -> 1,000 replicas, with our webhook, with Kyverno, and with none.
+
+    .venv/bin/python bench/cluster/rollout_storm.py                   # 3 runs per mode, 1,000 pods
+    .venv/bin/python bench/cluster/rollout_storm.py --runs 2 --replicas 500
+    .venv/bin/python bench/cluster/rollout_storm.py --webhook-arg=--workers --webhook-arg=2
+    .venv/bin/python bench/cluster/rollout_storm.py --no-kyverno      # ours vs none only
+
+One control plane (tests/cluster: etcd, kube-apiserver, kube-controller-manager; no scheduler and no
+kubelet, so pods stay Pending), our admission server (as tests/support/webhook_process.py starts
+it; --webhook-arg passes extra `mcp-sidecar serve` arguments) and Kyverno's admission controller
+(bench/peers/kyverno) on 127.0.0.1, all running for the whole measurement. Each mode has its own
+namespace, selected by only that mode's webhook (storm-none by neither), exactly as in
+bench_peers.py.
+
+One storm: create a Deployment (the bench pod as template, labelled mcp-sidecar.dox/backend=redis)
+with 0 replicas, wait for its ReplicaSet, open a watch on the namespace's pods, PATCH the scale
+subresource to --replicas, and stop the clock when the watch has seen that many pods ADDED: the
+kube-controller-manager's ReplicaSet controller creates them (slow-start batches, up to 500 per
+sync, limited by the controller manager's client rate limit: --kube-api-qps=200/--kube-api-burst=400
+in tests/cluster; --kcm-arg overrides it). Every watched pod is checked for the mcp-sidecar container
+(present with ours/Kyverno, absent with none). Between storms the Deployment and its ReplicaSet are
+deleted with orphaning and the pods with one deletecollection, and the run waits until the namespace
+is empty plus --settle seconds. Modes alternate (the order rotates every run).
+
+During each storm, CPU seconds and peak RSS of every webhook process tree (/proc, sampled every
+50 ms) and the CPU seconds of kube-apiserver and kube-controller-manager are recorded.
+
+Prints a Markdown section and appends it to bench/cluster/PEERS_RESULTS.md (--out to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import signal
+import ssl
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench" / "peers" / "kyverno"))
+
+from bench_peers import our_namespace_selector  # noqa: E402
+from bench_pod_create import Timeout, has_sidecar, load, log, machine, pod_body  # noqa: E402
+from kyverno_process import KyvernoProcess, ensure_built  # noqa: E402
+from proctree import TreeSampler  # noqa: E402
+
+from tests.cluster.controlplane import ControlPlane, ensure_binaries, pinned_kubernetes_version  # noqa: E402
+from tests.support.webhook_process import WebhookProcess  # noqa: E402
+
+RESULTS = HERE / "PEERS_RESULTS.md"
+NAMESPACES = {"none": "storm-none", "ours": "storm-ours", "kyverno": "storm-kyverno"}
+TARGET_SLOWDOWN = 0.10
+
+
+def deployment(name: str, replicas: int) -> dict:
+    template = json.loads(pod_body("unused", labelled=True))
+    template["metadata"] = {"labels": {**template["metadata"]["labels"], "storm": name}}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"storm": name}}, "template": template},
+    }
+
+
+class PodWatch(threading.Thread):
+    """Counts pods ADDED in a namespace from one watch; notes when ``target`` distinct pods were seen."""
+
+    def __init__(self, cp: ControlPlane, namespace: str, resource_version: str, target: int) -> None:
+        super().__init__(daemon=True)
+        url = urllib.parse.urlsplit(cp.server)
+        ctx = ssl.create_default_context(cafile=str(cp.ca_file))
+        ctx.load_cert_chain(str(cp.admin_cert), str(cp.admin_key))
+        self.conn = http.client.HTTPSConnection(url.hostname, url.port, context=ctx, timeout=600)
+        self.path = (f"/api/v1/namespaces/{namespace}/pods?watch=1&resourceVersion={resource_version}"
+                     "&timeoutSeconds=590")
+        self.target = target
+        self.seen: set[str] = set()
+        self.with_sidecar = 0
+        self.first_at: float | None = None
+        self.done_at: float | None = None
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.opened = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.conn.request("GET", self.path, headers={"Accept": "application/json"})
+            resp = self.conn.getresponse()
+            if resp.status != 200:
+                raise RuntimeError(f"watch: HTTP {resp.status}: {resp.read()[:300]!r}")
+            self.opened.set()
+            while not self.done.is_set():
+                line = resp.readline()
+                if not line:
+                    raise RuntimeError(f"watch ended after {len(self.seen)} pods")
+                event = json.loads(line)
+                if event.get("type") != "ADDED":
+                    continue
+                now = time.monotonic()
+                pod = event["object"]
+                name = pod["metadata"]["name"]
+                if name in self.seen:
+                    continue
+                self.seen.add(name)
+                self.with_sidecar += has_sidecar(pod)
+                if self.first_at is None:
+                    self.first_at = now
+                if len(self.seen) >= self.target:
+                    self.done_at = now
+                    self.done.set()
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            self.error = exc
+            self.opened.set()
+            self.done.set()
+        finally:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+
+
+class Storm:
+    def __init__(self, cp: ControlPlane, pids: dict[str, int], replicas: int, settle: float) -> None:
+        self.cp, self.pids, self.replicas, self.settle = cp, pids, replicas, settle
+        self.results: list[dict] = []
+
+    def pod_count(self, ns: str) -> int:
+        status, body = self.cp.request("GET", f"/api/v1/namespaces/{ns}/pods?limit=1")
+        if status != 200:
+            raise RuntimeError(f"list pods in {ns}: {status}")
+        return len(body["items"]) + int(body["metadata"].get("remainingItemCount") or 0)
+
+    def clean(self, ns: str) -> None:
+        """Delete Deployments and ReplicaSets orphaning their pods, then all pods at once."""
+        for kind in ("deployments", "replicasets"):
+            status, body = self.cp.request("DELETE", f"/apis/apps/v1/namespaces/{ns}/{kind}",
+                                           {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Orphan"})
+            if status != 200:
+                raise RuntimeError(f"deletecollection {kind} in {ns}: {status} {body}")
+        self.cp.wait_for(lambda: not self.cp.request("GET", f"/apis/apps/v1/namespaces/{ns}/replicasets")[1]["items"],
+                         60, f"ReplicaSets in {ns} gone")
+        status, body = self.cp.request("DELETE", f"/api/v1/namespaces/{ns}/pods?gracePeriodSeconds=0")
+        if status != 200:
+            raise RuntimeError(f"deletecollection pods in {ns}: {status} {body}")
+        self.cp.wait_for(lambda: self.pod_count(ns) == 0, 120, f"pods in {ns} gone")
+
+    def run_one(self, mode: str, run: int, timeout: float) -> dict:
+        ns = NAMESPACES[mode]
+        name = f"storm-{run}"
+        status, body = self.cp.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", deployment(name, 0))
+        if status != 201:
+            raise RuntimeError(f"create Deployment {ns}/{name}: {status} {body}")
+        self.cp.wait_for(lambda: self.cp.request("GET", f"/apis/apps/v1/namespaces/{ns}/replicasets")[1]["items"],
+                         60, f"the ReplicaSet of {ns}/{name}")
+        time.sleep(self.settle)
+        _, pods = self.cp.request("GET", f"/api/v1/namespaces/{ns}/pods")
+        watch = PodWatch(self.cp, ns, pods["metadata"]["resourceVersion"], self.replicas)
+        watch.start()
+        watch.opened.wait(30)
+        samplers = {who: TreeSampler(pid).start() for who, pid in self.pids.items()}
+        t0 = time.monotonic()
+        status, body = self.cp.request(
+            "PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
+            {"spec": {"replicas": self.replicas}}, content_type="application/merge-patch+json")
+        if status != 200:
+            raise RuntimeError(f"scale {ns}/{name}: {status} {body}")
+        finished = watch.done.wait(timeout)
+        usage = {who: s.stop() for who, s in samplers.items()}
+        if watch.error:
+            raise RuntimeError(f"watch failed: {watch.error}")
+        if not finished:
+            raise RuntimeError(f"{mode} run {run}: only {len(watch.seen)} of {self.replicas} pods after {timeout:.0f}s")
+        result = {
+            "mode": mode, "run": run,
+            "seconds": watch.done_at - t0,
+            "first_pod_s": watch.first_at - t0,
+            "pods": len(watch.seen),
+            "with_sidecar": watch.with_sidecar,
+            "usage": usage,
+        }
+        expected = self.replicas if mode != "none" else 0
+        result["verified"] = watch.with_sidecar == expected
+        log(f"{mode} run {run}: {self.replicas} pods in {result['seconds']:.2f}s "
+            f"(first after {result['first_pod_s']:.2f}s), {watch.with_sidecar} with mcp-sidecar; "
+            + ", ".join(f"{who} {u['cpu_s']:.2f} CPU-s / {u['peak_rss_mb']:.0f} MB" for who, u in usage.items()))
+        self.clean(ns)
+        return result
+
+    def run(self, modes: list[str], runs: int, timeout: float) -> None:
+        for ns in NAMESPACES.values():
+            self.clean(ns)
+        for r in range(runs):
+            k = r % len(modes)
+            for mode in modes[k:] + modes[:k]:
+                self.results.append(self.run_one(mode, r + 1, timeout))
+
+
+def fmt(x: float, digits: int = 2) -> str:
+    return f"{x:.{digits}f}"
+
+
+def report(args: argparse.Namespace, storm: Storm, modes: list[str], extra: dict) -> str:
+    cmd = " ".join([".venv/bin/python bench/cluster/rollout_storm.py", *sys.argv[1:]])
+    whos = list(storm.pids)
+    lines = [
+        f"## Rollout storm: Deployment scaled 0 -> {args.replicas}, ours vs Kyverno vs none — run started "
+        f"{extra['started']} UTC",
+        "",
+        f"- Command: `{cmd}`",
+        f"- Machine: {machine()}; k8s {extra['k8s']}; kube-controller-manager `--kube-api-qps=200 "
+        f"--kube-api-burst=400`{(' + ' + ' '.join(args.kcm_arg)) if args.kcm_arg else ''}; ours = `mcp-sidecar serve` "
+        f"(uvicorn, TLS{', args ' + ' '.join(args.webhook_arg) if args.webhook_arg else ''})"
+        + (f"; Kyverno {extra['kyverno_version']} admission controller (chart-default flags, out of cluster)"
+           if "kyverno" in modes else ""),
+        f"- Load (`uptime` 1/5/15 min): before {extra['load_before']}, after {extra['load_after']} — "
+        "other engineers' work shared the 2 cores",
+        f"- Method: time from the scale PATCH until a pod watch has seen {args.replicas} pods ADDED; "
+        f"{args.runs} runs per mode, modes alternating (order rotates per run); all webhooks running "
+        "throughout, each mode's namespace selected by only its webhook (none: by neither). CPU = user+sys "
+        "seconds of the process tree over the storm; RSS = peak of the summed tree RSS (50 ms samples).",
+        "",
+        "| mode | run | s to all pods | first pod s | pods with sidecar | "
+        + " | ".join(f"{w} CPU s" for w in whos) + " | "
+        + " | ".join(f"{w} peak RSS MB" for w in whos if w in ("ours", "kyverno")) + " |",
+        "|---|---|---|---|---|" + "---|" * (len(whos) + len([w for w in whos if w in ("ours", "kyverno")])),
+    ]
+    for r in storm.results:
+        u = r["usage"]
+        lines.append(f"| {r['mode']} | {r['run']} | {fmt(r['seconds'])} | {fmt(r['first_pod_s'])} | "
+                     f"{r['with_sidecar']}/{r['pods']} | "
+                     + " | ".join(fmt(u[w]['cpu_s']) for w in whos) + " | "
+                     + " | ".join(fmt(u[w]['peak_rss_mb'], 0) for w in whos if w in ("ours", "kyverno")) + " |")
+    med = {m: statistics.median(r["seconds"] for r in storm.results if r["mode"] == m) for m in modes}
+    lines += ["", "- Median seconds to all pods: " + ", ".join(f"{m} **{fmt(med[m])} s**" for m in modes) + "."]
+    for m in modes:
+        if m == "none":
+            continue
+        own = [r["usage"][m] for r in storm.results if r["mode"] == m]
+        lines.append(
+            f"- {m}: {fmt((med[m] / med['none'] - 1) * 100, 1)} % slower than none (median); its own storms cost "
+            f"it {fmt(statistics.median(u['cpu_s'] for u in own))} CPU-s (median), "
+            f"{fmt(statistics.median(u['cpu_s'] for u in own) * 1000 / args.replicas)} CPU-ms per pod, "
+            f"peak RSS {fmt(max(u['peak_rss_mb'] for u in own), 0)} MB (RSS before: "
+            f"{fmt(statistics.median(u['rss_before_mb'] for u in own), 0)} MB).")
+    if "ours" in med:
+        slow = med["ours"] / med["none"] - 1
+        lines.append(f"- Goal: storm with ours ≤ {TARGET_SLOWDOWN * 100:.0f} % slower than without a webhook — "
+                     f"**{'met' if slow <= TARGET_SLOWDOWN else 'NOT met'}** ({fmt(slow * 100, 1)} %)"
+                     + (f"; ours vs Kyverno: {fmt(med['ours'], 2)} s vs {fmt(med['kyverno'], 2)} s." if "kyverno" in med else "."))
+    bad = [f"{r['mode']} run {r['run']}" for r in storm.results if not r["verified"]]
+    lines.append(f"- Verified: {'every' if not bad else 'NOT every'} watched pod of the ours/Kyverno storms carries "
+                 f"`mcp-sidecar` and no pod of the none storms does" + (f" (failed: {bad})" if bad else "") + ".")
+    if extra.get("ephemeral_reports") is not None:
+        lines.append(f"- Kyverno admission reports left after all storms (EphemeralReports, no reports controller "
+                     f"running to aggregate them): {extra['ephemeral_reports']}.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="storms per mode")
+    parser.add_argument("--replicas", type=int, default=1000)
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds of quiet before every storm")
+    parser.add_argument("--storm-timeout", type=float, default=300.0)
+    parser.add_argument("--no-kyverno", action="store_true", help="only ours and none (no Kyverno build needed)")
+    parser.add_argument("--webhook-arg", action="append", default=[],
+                        help="extra argument for `mcp-sidecar serve` (repeat; e.g. --webhook-arg=--workers --webhook-arg=2)")
+    parser.add_argument("--kcm-arg", action="append", default=[],
+                        help="extra kube-controller-manager argument (e.g. --kcm-arg=--kube-api-qps=1000)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Markdown file the section is appended to")
+    parser.add_argument("--max-seconds", type=int, default=1800, help="watchdog for the whole run")
+    args = parser.parse_args()
+
+    def on_alarm(*_: object) -> None:
+        raise Timeout(f"watchdog: run exceeded {args.max_seconds}s")
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(args.max_seconds)
+
+    modes = ["none", "ours"] + ([] if args.no_kyverno else ["kyverno"])
+    extra: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "load_before": load(),
+                   "k8s": pinned_kubernetes_version()}
+    try:
+        ensure_binaries(("etcd", "kube", "tools"))
+        if not args.no_kyverno:
+            ensure_built()
+        with contextlib.ExitStack() as stack:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rollout-storm-")))
+            cp = stack.enter_context(ControlPlane(build=False, log=lambda m: log(f"control plane: {m}"),
+                                                  extra_controller_manager_args=args.kcm_arg))
+            for ns in NAMESPACES.values():
+                cp.create_namespace(ns)
+            hook = stack.enter_context(WebhookProcess(workdir / "webhook", extra_args=tuple(args.webhook_arg)))
+            cp.register_mutating_webhook(
+                hook.url + "/mutate", hook.ca_pem, probe_namespace=NAMESPACES["ours"],
+                namespace_selector=our_namespace_selector(["kyverno", NAMESPACES["kyverno"], NAMESPACES["none"]]))
+            pids = {"ours": hook.process.pid}
+            if not args.no_kyverno:
+                kyverno = stack.enter_context(KyvernoProcess(
+                    cp, workdir / "kyverno", excluded_namespaces=[NAMESPACES["ours"], NAMESPACES["none"]],
+                    log=lambda m: log(f"kyverno: {m}")))
+                kyverno.wait_mutates(NAMESPACES["kyverno"], json.loads(pod_body("probe", True)))
+                extra["kyverno_version"] = kyverno.version()
+                pids["kyverno"] = kyverno.pid
+            pids["kube-apiserver"] = cp.components["kube-apiserver"].pid
+            pids["kube-controller-manager"] = cp.components["kube-controller-manager"].pid
+            storm = Storm(cp, pids, args.replicas, args.settle)
+            storm.run(modes, args.runs, args.storm_timeout)
+            if not args.no_kyverno:
+                status, body = cp.request("GET", "/apis/reports.kyverno.io/v1/ephemeralreports")
+                extra["ephemeral_reports"] = len(body.get("items", [])) if status == 200 else f"HTTP {status}"
+    finally:
+        signal.alarm(0)
+    extra["load_after"] = load()
+    text = report(args, storm, modes, extra)
+    print(text)
+    new = not args.out.exists()
+    with open(args.out, "a") as fh:
+        fh.write(("# Against the real peer: Kyverno (bench/cluster/bench_peers.py, rollout_storm.py)\n\n" if new else "\n")
+                 + text)
+    log(f"appended to {args.out}")
+    return 0 if all(r["verified"] for r in storm.results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
