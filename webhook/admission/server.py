@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -19,7 +20,8 @@ from typing import AsyncIterator, Callable
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
@@ -36,7 +38,8 @@ log = logging.getLogger("webhook.server")
 # Connection bounds (webhook.admission.httpguard), sized for the chart's 256 Mi limit. The API server sends a
 # review in one go and gives up after the webhook's timeoutSeconds (10 s by default, 30 at most), so
 # a request not received within 10 s is only holding memory. 256 connections cost ~10 MiB; the API
-# servers of a large cluster keep a few dozen open.
+# servers of a large cluster keep a few dozen open. Both bounds hold per process: with `--workers N`
+# the pod accepts up to N x MAX_CONNECTIONS connections and N x MAX_INFLIGHT_BODY_BYTES of bodies.
 REQUEST_TIMEOUT_SECONDS = 10.0
 MAX_CONNECTIONS = 256
 #: Request bodies being read at once, all connections together. Reviews are a few KiB; 256
@@ -100,11 +103,21 @@ def create_app(
     cert_poll_seconds: float = 5.0,
     max_body_bytes: int = MAX_REVIEW_BYTES,
     native_supported: bool | None = None,
+    metrics_dir: str | None = None,
+    worker_header: bool = False,
 ) -> FastAPI:
+    """``metrics_dir``: the multiprocess metrics directory of ``serve --workers N`` (``/metrics`` then
+    sums every worker's files); ``worker_header``: answer reviews with the worker's PID in
+    ``X-MCP-Injector-Worker`` (with several workers, to see how connections spread)."""
     metrics = metrics or Metrics()
     metrics.set_config_digest(store.current.digest)
     state = {"ready": False}
     budget = BodyBudget(MAX_INFLIGHT_BODY_BYTES)
+    worker_headers = {"x-mcp-injector-worker": str(os.getpid())} if worker_header else None
+    scrape_registry = metrics.registry
+    if metrics_dir is not None:
+        scrape_registry = CollectorRegistry()
+        MultiProcessCollector(scrape_registry, path=metrics_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -170,7 +183,7 @@ def create_app(
                             _clip("; ".join(injection.warnings) or injection.message))
         body = encode(outcome.body)
         metrics.latency.observe(time.perf_counter() - started)
-        return Response(body, media_type="application/json")
+        return Response(body, media_type="application/json", headers=worker_headers)
 
     # A plain Starlette route: the handler takes the raw request, so FastAPI's per-request
     # dependency/validation machinery would only add ~15% CPU per review (bench/webhook).
@@ -188,7 +201,7 @@ def create_app(
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(scrape_registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -203,17 +216,63 @@ def serve(
     log_level: str = "info",
     drain_seconds: int = 20,
     watch_seconds: float = 2.0,
+    workers: int = 1,
     beside: "Callable[[ConfigStore, Metrics], Callable[[], None] | None] | None" = None,
-) -> None:
+) -> int:
     """Run the admission server until SIGTERM/SIGINT; in-flight reviews are answered before exit.
+
+    Returns the exit status: 0 after a drained shutdown. ``workers`` > 1 runs that many server
+    processes on the port (``webhook.admission.workers``), each one built as below.
 
     ``beside`` starts something in the same process that shares the configuration and the metrics
     (the CLI passes the operator for `serve` without `--no-operator`) and returns its stop function,
     or None when it did not start; the admission package itself never imports the operator.
     """
+    options = dict(host=host, port=port, cert_file=cert_file, key_file=key_file, config_path=config_path,
+                   log_level=log_level, drain_seconds=drain_seconds, watch_seconds=watch_seconds)
+    if workers > 1:
+        if beside is not None:
+            raise ValueError("several workers serve admission only: run the operator as its own process")
+        from webhook.admission.workers import serve_workers
+
+        # Built once here and thrown away: a bad configuration or certificate stops the start with
+        # the same error as with one worker, before any process is forked.
+        _build_server(**options)
+
+        def run_worker(sock, metrics_dir: str) -> int:
+            server, _store, _metrics = _build_server(**options, metrics_dir=metrics_dir, worker_header=True)
+            _run_draining(server, [sock])
+            return 0
+
+        return serve_workers(workers, run_worker, host=host, port=port, drain_seconds=drain_seconds)
+    server, store, metrics = _build_server(**options)
+    stop_beside = beside(store, metrics) if beside is not None else None
+    try:
+        _run_draining(server, None)
+    finally:
+        if stop_beside is not None:
+            stop_beside()
+    return 0
+
+
+def _build_server(
+    *,
+    host: str,
+    port: int,
+    cert_file: str | None,
+    key_file: str | None,
+    config_path: str | None,
+    log_level: str,
+    drain_seconds: int,
+    watch_seconds: float,
+    metrics_dir: str | None = None,
+    worker_header: bool = False,
+) -> tuple[uvicorn.Server, ConfigStore, Metrics]:
+    """One server process's parts: its config store, metrics, app and TLS context with its reloader."""
     metrics = Metrics()
     store = ConfigStore(config_path, on_reload=lambda result, cfg: _record_reload(metrics, result, cfg))
-    app = create_app(store, metrics, config_poll_seconds=watch_seconds, cert_poll_seconds=watch_seconds)
+    app = create_app(store, metrics, config_poll_seconds=watch_seconds, cert_poll_seconds=watch_seconds,
+                     metrics_dir=metrics_dir, worker_header=worker_header)
     config = uvicorn.Config(
         app,
         host=host,
@@ -232,15 +291,19 @@ def serve(
         app.state.cert_reloader = CertReloader(
             config.ssl, cert_file, key_file, on_reload=lambda r: metrics.tls_reloads.labels(result=r).inc()
         )
+    return uvicorn.Server(config), store, metrics
+
+
+def _run_draining(server: uvicorn.Server, sockets: list | None) -> None:
+    """Serve until SIGTERM/SIGINT, drain, and return (a drained shutdown is a success)."""
     # uvicorn drains, restores the previous handler and re-raises the signal it caught: make that
     # previous handler a clean exit so a drained shutdown ends with status 0, not "killed by SIGTERM".
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    stop_beside = beside(store, metrics) if beside is not None else None
     try:
-        uvicorn.Server(config).run()
-    finally:
-        if stop_beside is not None:
-            stop_beside()
+        server.run(sockets=sockets)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
 
 
 def _record_reload(metrics: Metrics, result: str, cfg) -> None:

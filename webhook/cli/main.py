@@ -20,8 +20,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not args.tls_cert_file and not args.plain_http:
         print("error: the API server calls webhooks over TLS: give --tls-cert-file/--tls-key-file (or --plain-http for local testing)", file=sys.stderr)
         return 2
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not args.no_operator:
+        print("error: --workers above 1 serves admission only: add --no-operator and run `mcp-sidecar operator` on its own (as the chart does)", file=sys.stderr)
+        return 2
     try:
-        serve(
+        return serve(
             host=args.host,
             port=args.port,
             cert_file=args.tls_cert_file,
@@ -30,12 +36,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             drain_seconds=args.drain_seconds,
             watch_seconds=args.watch_seconds,
+            workers=args.workers,
             beside=None if args.no_operator else _operator_beside(_operator_options(args), args.kubeconfig),
         )
     except ConfigError as exc:
         print(f"error: invalid configuration {args.config}: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 def _operator_beside(options, kubeconfig: str | None):
@@ -298,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--plain-http", action="store_true", help="serve without TLS (local testing only)")
     serve.add_argument("--drain-seconds", type=int, default=20, help="grace period for in-flight reviews on SIGTERM")
     serve.add_argument("--watch-seconds", type=float, default=2.0, help="how often config and certificate files are checked")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing the port (one core each at most; needs --no-operator above 1)")
     serve.add_argument("--kubeconfig", help="for the operator; default: in-cluster, then $KUBECONFIG")
     _operator_flags(serve)
     serve.set_defaults(func=_cmd_serve)

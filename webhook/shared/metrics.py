@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._digest: str | None = None
         r = self.registry
         self.reviews = Counter("mcp_injector_admission_reviews", "AdmissionReviews answered", ["operation", "result"], registry=r)
         self.injections = Counter("mcp_injector_injections", "Pods injected", ["backend"], registry=r)
@@ -20,7 +21,9 @@ class Metrics:
             registry=r,
         )
         self.config_reloads = Counter("mcp_injector_config_reloads", "Configuration reload attempts", ["result"], registry=r)
-        self.config_info = Gauge("mcp_injector_config_info", "Digest of the configuration in force", ["digest"], registry=r)
+        # livemax: with several admission workers, 1 = in force in at least one live worker.
+        self.config_info = Gauge("mcp_injector_config_info", "Digest of the configuration in force", ["digest"], registry=r,
+                                 multiprocess_mode="livemax")
         self.tls_reloads = Counter("mcp_injector_tls_reloads", "TLS certificate reload attempts", ["result"], registry=r)
 
         # operator
@@ -32,5 +35,10 @@ class Metrics:
         self.pods_by_state = Gauge("mcp_injector_labelled_pods", "Labelled pods by injection state (last sweep)", ["state"], registry=r)
 
     def set_config_digest(self, digest: str) -> None:
-        self.config_info.clear()
+        if self._digest is not None and self._digest != digest:
+            # prometheus_client's multiprocess files (`serve --workers N`) cannot drop a series: zero it.
+            self.config_info.labels(digest=self._digest).set(0)
+        if not values.ValueClass._multiprocess:
+            self.config_info.clear()
         self.config_info.labels(digest=digest).set(1)
+        self._digest = digest
