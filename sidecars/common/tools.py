@@ -1,7 +1,9 @@
 """Registering tools with annotations, read-only gating, metrics, audit and error mapping.
 
-Each backend module declares its tools with ``@registry.read()`` or ``@registry.write(...)``. Write
-tools are simply not registered when ``MCP_READ_ONLY`` is true, so clients never see them.
+Each backend's tools.py declares its tools with ``@registry.read(title)`` or ``@registry.write(...)``.
+Write tools are simply not registered when ``MCP_READ_ONLY`` is true, so clients never see them. A
+backend with a per-call policy (Redis: one deadline, one retry for reads) gives it as
+``backend.bounded(fn, write=...)``; it wraps every tool, inside the metrics and audit.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class ToolRegistry:
 
     def read(self, title: str | None = None) -> Callable[[Callable], Callable]:
         """A tool that only reads: always listed."""
-        return self._register(READ_ONLY, title)
+        return self._register(READ_ONLY, title, write=False)
 
     def write(self, *, destructive: bool, idempotent: bool, title: str | None = None) -> Callable[[Callable], Callable]:
         """A tool that changes data: listed only when ``MCP_READ_ONLY=false``."""
@@ -41,12 +43,16 @@ class ToolRegistry:
         )
         if self.read_only:
             return lambda fn: fn
-        return self._register(annotations, title)
+        return self._register(annotations, title, write=True)
 
-    def _register(self, annotations: ToolAnnotations, title: str | None) -> Callable[[Callable], Callable]:
+    def _register(self, annotations: ToolAnnotations, title: str | None, *, write: bool
+                  ) -> Callable[[Callable], Callable]:
+        bounded = getattr(self.backend, "bounded", None)
+
         def decorator(fn: Callable) -> Callable:
             name = fn.__name__
-            self.server.add_tool(self._instrument(name, fn), name=name, title=title, annotations=annotations,
+            call = bounded(fn, write=write) if bounded else fn
+            self.server.add_tool(self._instrument(name, call), name=name, title=title, annotations=annotations,
                                  structured_output=True)
             self.names.append(name)
             return fn

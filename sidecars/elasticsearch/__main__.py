@@ -1,12 +1,10 @@
-"""``mcp-elasticsearch`` / ``python -m sidecars.elasticsearch``."""
+"""``mcp-elasticsearch`` / ``python -m sidecars.elasticsearch`` (``--print-schema``: the JSON schema of its env)."""
 
-from sidecars.common.app import run
-
-from .server import build
+from .server import SIDECAR
 
 
 def main() -> None:
-    run(build)
+    SIDECAR.main()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from sidecars.common.config import ConfigError
 from sidecars.common.tls import announce, client_context, describe_tls_failure
 
 from .config import ElasticsearchSettings
-from .engines import ELASTICSEARCH, ENGINE_ENV, Engine
+from .engines import ENGINE_ENV, Engine
 from .transport import ResponseTooLarge, bounded_node, opensearch_node
 
 
@@ -35,11 +35,10 @@ def es_tls_context(settings: ElasticsearchSettings) -> ssl.SSLContext:
 class ElasticsearchBackend:
     name = "elasticsearch"
 
-    def __init__(self, settings: ElasticsearchSettings, timeout: float, max_result_bytes: int = 1024 * 1024,
-                 engine: Engine = ELASTICSEARCH):
+    def __init__(self, settings: ElasticsearchSettings, timeout: float, max_result_bytes: int = 1024 * 1024):
         self.settings = settings
-        self.engine = engine
-        self.name = engine.name
+        self.engine: Engine = settings.engine
+        self.name = self.engine.name
         auth: dict = {}
         if settings.api_key:  # Authorization: ApiKey <encoded>; config refuses it together with a user
             auth["api_key"] = settings.api_key

@@ -3,72 +3,21 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from sidecars.common.config import ConfigError, Env
+from pydantic import AfterValidator, model_validator
+
+from sidecars.common.config import Bool, ConfigError, EnvSettings, FilePath, Port, choice, env
 from sidecars.common.tls import TlsSettings
 
-
-@dataclass(frozen=True)
-class ElasticsearchSettings:
-    host: str
-    port: int
-    scheme: str = "http"
-    username: str | None = None
-    password: str | None = None
-    api_key: str | None = None
-    ca_file: str | None = None
-    verify_certs: bool = True
-    #: ES_TLS_SERVER_NAME: the name the certificate must carry (and SNI); unset: chain only (tls.py).
-    tls_server_name: str | None = None
-    #: ES_ALLOW_SYSTEM_INDICES: reach indices whose names start with '.' (refused by default; see guard.py).
-    allow_system_indices: bool = False
-    #: ES_ALLOW_SCRIPTED_METRIC: let `search` send scripted_metric aggregations (refused by default).
-    allow_scripted_metric: bool = False
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
-
-    @property
-    def tls_settings(self) -> TlsSettings:
-        return TlsSettings(ca_file=self.ca_file, server_name=self.tls_server_name, verify=self.verify_certs,
-                           host=self.host)
-
-    @classmethod
-    def from_env(cls, env: Env) -> "ElasticsearchSettings":
-        scheme = (env.str("ES_SCHEME", "http") or "http").lower()
-        if scheme not in ("http", "https"):
-            raise ConfigError(f"ES_SCHEME must be http or https, got {scheme!r}")
-        username, password, api_key = env.str("ES_USERNAME"), env.str("ES_PASSWORD"), env.str("ES_API_KEY")
-        if api_key and (username or password):
-            # Which identity would the sidecar use? Refuse rather than guess.
-            raise ConfigError("ES_API_KEY and ES_USERNAME/ES_PASSWORD are both set: ambiguous, set only one")
-        if password and not username:
-            raise ConfigError("ES_PASSWORD is set but ES_USERNAME is not")
-        if username and not password:
-            raise ConfigError("ES_USERNAME is set but ES_PASSWORD is not")
-        if api_key:
-            api_key = encoded_api_key(api_key)
-        return cls(
-            host=env.str("ES_HOST", required=True),
-            port=env.port("ES_PORT", required=True),
-            scheme=scheme,
-            username=username,
-            password=password,
-            api_key=api_key,
-            ca_file=env.file("ES_CA_CERT"),
-            verify_certs=env.bool("ES_VERIFY_CERTS", True),
-            tls_server_name=env.str("ES_TLS_SERVER_NAME"),
-            allow_system_indices=env.bool("ES_ALLOW_SYSTEM_INDICES", False),
-            allow_scripted_metric=env.bool("ES_ALLOW_SCRIPTED_METRIC", False),
-        )
+from .engines import ENGINE_ENV, ENGINES, Engine
 
 
-def encoded_api_key(value: str) -> str:
+def encoded_api_key(value: str | None) -> str | None:
     """The ``encoded`` form Elasticsearch sends in ``Authorization: ApiKey``. Accepts that form (what
     ``POST /_security/api_key`` returns as ``encoded``) or ``id:api_key``, which is encoded here."""
+    if value is None:
+        return None
     if ":" in value:
         key_id, _, secret = value.partition(":")
         if not key_id or not secret:
@@ -83,3 +32,61 @@ def encoded_api_key(value: str) -> str:
         raise ConfigError("ES_API_KEY is not an API key: expected the `encoded` value (base64 of id:api_key) "
                           "or id:api_key")
     return value
+
+
+class ElasticsearchSettings(EnvSettings):
+    #: Which engine speaks at ES_HOST (engines.py); the opensearch entry point defaults it to opensearch.
+    engine_name: Annotated[Literal[tuple(ENGINES)], choice(ENGINES, said=f"one of {', '.join(ENGINES)}", cut=40)] = env(
+        ENGINE_ENV, "elasticsearch")
+    scheme: Annotated[Literal["http", "https"], choice(("http", "https"))] = env("ES_SCHEME", "http")
+    host: str = env("ES_HOST")
+    port: Port = env("ES_PORT")
+    username: str | None = env("ES_USERNAME", None)
+    password: str | None = env("ES_PASSWORD", None, repr=False)
+    api_key: Annotated[str | None, AfterValidator(encoded_api_key)] = env(
+        "ES_API_KEY", None, "the `encoded` API key, or id:api_key", repr=False)
+    ca_file: FilePath = env("ES_CA_CERT", None)
+    verify_certs: Bool = env("ES_VERIFY_CERTS", True)
+    #: The name the certificate must carry (and SNI); unset: chain only (tls.py).
+    tls_server_name: str | None = env("ES_TLS_SERVER_NAME", None)
+    #: Reach indices whose names start with '.' (refused by default; see guard.py).
+    allow_system_indices: Bool = env("ES_ALLOW_SYSTEM_INDICES", False)
+    #: Let `search` send scripted_metric aggregations (refused by default).
+    allow_scripted_metric: Bool = env("ES_ALLOW_SCRIPTED_METRIC", False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_identity(cls, data: Any) -> Any:
+        """Which identity would the sidecar use? Refuse rather than guess (checked before the key's form)."""
+        if isinstance(data, dict):
+            def given(alias: str, name: str) -> bool:
+                return bool(data.get(alias) or data.get(name))
+            username, password = given("ES_USERNAME", "username"), given("ES_PASSWORD", "password")
+            if given("ES_API_KEY", "api_key") and (username or password):
+                raise ConfigError("ES_API_KEY and ES_USERNAME/ES_PASSWORD are both set: ambiguous, set only one")
+            if password and not username:
+                raise ConfigError("ES_PASSWORD is set but ES_USERNAME is not")
+            if username and not password:
+                raise ConfigError("ES_USERNAME is set but ES_PASSWORD is not")
+        return data
+
+    @property
+    def engine(self) -> Engine:
+        return ENGINES[self.engine_name]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def tls_settings(self) -> TlsSettings:
+        return TlsSettings(ca_file=self.ca_file, server_name=self.tls_server_name, verify=self.verify_certs,
+                           host=self.host)
+
+    def warnings(self) -> list[tuple[str, str]]:
+        loosened = [("ES_ALLOW_SYSTEM_INDICES", self.allow_system_indices,
+                     "system and hidden indices (names starting with '.') are reachable through this sidecar"),
+                    ("ES_ALLOW_SCRIPTED_METRIC", self.allow_scripted_metric,
+                     "scripted_metric aggregations are sent to the datastore (unbounded result size)")]
+        return [(f"{name}=true", why) for name, on, why in loosened if on]

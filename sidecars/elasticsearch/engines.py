@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sidecars.common.config import ConfigError, Env
-
 ENGINE_ENV = "ES_ENGINE"
 
 
@@ -43,9 +41,3 @@ ELASTICSEARCH = Engine(name="elasticsearch", title="Elasticsearch", plain_wire=F
 OPENSEARCH = Engine(name="opensearch", title="OpenSearch", plain_wire=True, esql=False)
 ENGINES = {e.name: e for e in (ELASTICSEARCH, OPENSEARCH)}
 
-
-def engine_from_env(env: Env, default: Engine = ELASTICSEARCH) -> Engine:
-    value = (env.str(ENGINE_ENV) or default.name).strip().lower()
-    if value not in ENGINES:
-        raise ConfigError(f"{ENGINE_ENV} must be one of {', '.join(ENGINES)}, got {value[:40]!r}")
-    return ENGINES[value]

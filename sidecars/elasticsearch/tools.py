@@ -46,7 +46,7 @@ def register(sidecar: Sidecar) -> None:
     # The result travels twice in an MCP answer (structuredContent and its JSON text block): half the
     # budget each keeps the whole HTTP response within MCP_MAX_RESULT_BYTES.
     limits = replace(sidecar.settings.limits, max_result_bytes=sidecar.settings.limits.max_result_bytes // 2)
-    tool = sidecar.registry
+    read, write = sidecar.registry.read, sidecar.registry.write
     imax = limits.max_items
     timeout = f"{int(sidecar.settings.backend_timeout * 1000)}ms"
     es_settings = sidecar.backend.settings
@@ -55,7 +55,7 @@ def register(sidecar: Sidecar) -> None:
     # Hits of one search: half of what the transport reads at once, the rest is metadata and aggregations.
     sizes = DocSizes(es, budget=sidecar.backend.read_cap // 2, expand_wildcards=wild)
 
-    @tool.read("List indices")
+    @read("List indices")
     async def list_indices(pattern: str = "*", include_hidden: bool = False) -> m.Indices:
         """Indices matching a pattern with health, status, document count and size. System indices
         (names starting with '.') are listed only when the sidecar allows them."""
@@ -70,7 +70,7 @@ def register(sidecar: Sidecar) -> None:
                                               primaries=_int(r.get("pri")), replicas=_int(r.get("rep")))
                                   for r in kept], truncated=cut)
 
-    @tool.read("Get index mappings")
+    @read("Get index mappings")
     async def get_mappings(index: Index) -> m.Mappings:
         """The field mappings of an index (or of every index matching a pattern)."""
         raw = await es.indices.get_mapping(index=await guard.scope(index), expand_wildcards=wild)
@@ -78,7 +78,7 @@ def register(sidecar: Sidecar) -> None:
                         limits)
         return m.Mappings(mappings=data, truncated=cut)
 
-    @tool.read("Search documents")
+    @read("Search documents")
     async def search(index: Index, query: Query = None,
                      size: Annotated[int, Field(ge=0)] = 10, offset: Annotated[int, Field(ge=0, description="hits to skip")] = 0,
                      source: Annotated[list[str] | bool | None,
@@ -128,14 +128,14 @@ def register(sidecar: Sidecar) -> None:
     if sidecar.backend.engine.esql:  # Elasticsearch only (engines.py)
         _register_esql(sidecar, guard, limits)
 
-    @tool.read("Count documents")
+    @read("Count documents")
     async def count(index: Index, query: Query = None) -> m.CountResult:
         """How many documents match a query (all documents without one)."""
         await guard.scope_body(query)
         resp = await es.count(index=await guard.scope(index), query=query, expand_wildcards=wild)
         return m.CountResult(index=index, count=resp["count"])
 
-    @tool.read("Get a document")
+    @read("Get a document")
     async def get_document(index: Annotated[str, Field(min_length=1)], id: Annotated[str, Field(min_length=1)],
                            source: list[str] | None = None) -> m.Document:
         """One document by id; `source` limits the returned fields."""
@@ -152,7 +152,7 @@ def register(sidecar: Sidecar) -> None:
         return m.Document(index=resp["_index"], id=resp["_id"], found=True, version=resp.get("_version"),
                           source=src, truncated=cut)
 
-    @tool.read("Cluster health")
+    @read("Cluster health")
     async def cluster_health(index: str | None = None) -> m.ClusterHealth:
         """Cluster (or index) health: green, yellow or red, with shard counts."""
         h = await es.cluster.health(index=await guard.scope(index) if index else None, timeout=timeout,
@@ -161,7 +161,7 @@ def register(sidecar: Sidecar) -> None:
                                active_shards=h["active_shards"], unassigned_shards=h["unassigned_shards"],
                                active_shards_percent=h["active_shards_percent_as_number"], timed_out=h["timed_out"])
 
-    @tool.read("Shards")
+    @read("Shards")
     async def get_shards(index: str | None = None) -> m.Shards:
         """Shard placement and state for an index pattern (all indices without one)."""
         shown = None
@@ -177,7 +177,7 @@ def register(sidecar: Sidecar) -> None:
                                             state=r["state"], docs=_int(r.get("docs")), store=r.get("store"),
                                             node=r.get("node")) for r in kept], truncated=cut)
 
-    @tool.read("Aliases")
+    @read("Aliases")
     async def list_aliases(pattern: str = "*") -> m.Aliases:
         """Aliases matching a pattern and the indices they point to."""
         guard.check(pattern)
@@ -189,7 +189,7 @@ def register(sidecar: Sidecar) -> None:
                                   for r in kept], truncated=cut)
 
     # ------------------------------------------------------------------ writes
-    @tool.write(destructive=True, idempotent=False, title="Index a document")
+    @write(destructive=True, idempotent=False, title="Index a document")
     async def index_document(index: Annotated[str, Field(min_length=1)], document: dict[str, Any],
                              id: str | None = None, refresh: bool = False) -> m.WriteResult:
         """Create or replace a document (a new id is generated when `id` is omitted)."""
@@ -197,7 +197,7 @@ def register(sidecar: Sidecar) -> None:
         resp = await es.index(index=index, id=id, document=document, refresh="true" if refresh else None)
         return m.WriteResult(index=resp["_index"], id=resp["_id"], result=resp["result"], version=resp["_version"])
 
-    @tool.write(destructive=True, idempotent=True, title="Delete a document")
+    @write(destructive=True, idempotent=True, title="Delete a document")
     async def delete_document(index: Annotated[str, Field(min_length=1)], id: Annotated[str, Field(min_length=1)],
                               refresh: bool = False) -> m.WriteResult:
         """Delete one document by id (never an index)."""
@@ -210,7 +210,7 @@ def register(sidecar: Sidecar) -> None:
             raise
         return m.WriteResult(index=resp["_index"], id=resp["_id"], result=resp["result"], version=resp["_version"])
 
-    @tool.write(destructive=False, idempotent=False, title="Create an index")
+    @write(destructive=False, idempotent=False, title="Create an index")
     async def create_index(index: Annotated[str, Field(min_length=1)], mappings: dict[str, Any] | None = None,
                            settings: dict[str, Any] | None = None) -> m.WriteResult:
         """Create a new index with optional mappings and settings (fails if it exists)."""
@@ -221,10 +221,10 @@ def register(sidecar: Sidecar) -> None:
 
 def _register_esql(sidecar: Sidecar, guard: IndexGuard, limits: Limits) -> None:
     es = sidecar.backend.client
-    tool = sidecar.registry
+    read = sidecar.registry.read
     imax = limits.max_items
 
-    @tool.read("Run an ES|QL query")
+    @read("Run an ES|QL query")
     async def esql(query: Annotated[str, Field(min_length=1, description="e.g. FROM logs | STATS count(*) BY host")]
                    ) -> m.EsqlResult:
         """Run an ES|QL query (Elasticsearch 8.11+); at most MCP_MAX_ITEMS rows are returned (the

@@ -1,13 +1,15 @@
 """``mcp-opensearch`` / ``python -m sidecars.opensearch``: the Elasticsearch sidecar speaking to OpenSearch
 (same ES_* settings; ``ES_ENGINE`` still wins when set)."""
 
-from sidecars.common.app import run
-from sidecars.elasticsearch.engines import OPENSEARCH
-from sidecars.elasticsearch.server import build
+from dataclasses import replace
+
+from sidecars.elasticsearch.server import SIDECAR as ELASTICSEARCH
+
+SIDECAR = replace(ELASTICSEARCH.with_defaults(ES_ENGINE="opensearch"), name="opensearch")
 
 
 def main() -> None:
-    run(lambda: build(default_engine=OPENSEARCH))
+    SIDECAR.main()
 
 
 if __name__ == "__main__":

@@ -1,12 +1,10 @@
-"""``mcp-redis`` / ``python -m sidecars.redis``."""
+"""``mcp-redis`` / ``python -m sidecars.redis`` (``--print-schema``: the JSON schema of its env)."""
 
-from sidecars.common.app import run
-
-from .server import build
+from .server import SIDECAR
 
 
 def main() -> None:
-    run(build)
+    SIDECAR.main()
 
 
 if __name__ == "__main__":

@@ -1,17 +1,18 @@
 """The ``redis.asyncio`` client, its timeouts, and how its errors read to an MCP client.
 
 The client itself never retries: a command that timed out may have run, and sending ``RPUSH`` again
-would apply it twice. Read tools retry once on a connection error (tools.py), write tools never. The
-pool checks a pooled connection before handing it out, so the first call after a Redis restart gets
-a fresh connection either way. Each tool call has one deadline, ``MCP_BACKEND_TIMEOUT`` (tools.py);
-waiting for a free pooled connection gives up after half of it and says the sidecar is busy.
+would apply it twice. Read tools retry once on a connection error (``RedisBackend.bounded``), write
+tools never. The pool checks a pooled connection before handing it out, so the first call after a
+Redis restart gets a fresh connection either way. Each tool call has one deadline,
+``MCP_BACKEND_TIMEOUT`` (``bounded``); waiting for a free pooled connection gives up after half of it and says the sidecar is busy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -112,6 +113,28 @@ class RedisBackend:
 
     async def ping(self) -> None:
         await self.client.ping()
+
+    def bounded(self, fn: Callable, *, write: bool) -> Callable:
+        """The policy of every tool call: one deadline (MCP_BACKEND_TIMEOUT) for the whole call; one
+        retry on a broken connection for reads only; a write whose reply never came says so."""
+        timeout = self.timeout
+
+        @functools.wraps(fn)
+        async def call(**kwargs: Any) -> Any:
+            try:
+                async with asyncio.timeout(timeout):
+                    if write:
+                        return await fn(**kwargs)
+                    try:
+                        return await fn(**kwargs)
+                    except RedisConnectionError:
+                        return await fn(**kwargs)
+            except (TimeoutError, RedisTimeoutError, RedisConnectionError) as exc:
+                # A reply that never came (timeout, connection lost while reading): the command may have run.
+                if write and (not isinstance(exc, RedisConnectionError) or "reading" in str(exc)):
+                    raise WriteOutcomeUnknown(exc) from exc
+                raise
+        return call
 
     def describe_error(self, exc: BaseException) -> tuple[str, str | None]:
         where = f"Redis at {self.settings.host}:{self.settings.port}"

@@ -1,7 +1,6 @@
-"""Assembles the Redis sidecar from env."""
+"""The Redis sidecar: its settings, client and tools (see sidecars/common/spec.py for the pattern)."""
 
-from sidecars.common.app import Sidecar
-from sidecars.common.config import Env, ServerSettings
+from sidecars.common.spec import SidecarSpec
 
 from .backend import RedisBackend
 from .config import RedisSettings
@@ -15,11 +14,11 @@ INSTRUCTIONS = (
     "exist only when the operator disabled read-only mode."
 )
 
-
-def build(environ=None) -> Sidecar:
-    env = Env(environ)
-    settings = ServerSettings.from_env(env)
-    backend = RedisBackend(RedisSettings.from_env(env), timeout=settings.backend_timeout, limits=settings.limits)
-    sidecar = Sidecar("mcp-redis", settings, backend, INSTRUCTIONS)
-    register(sidecar)
-    return sidecar
+SIDECAR = SidecarSpec(
+    name="redis",
+    settings=RedisSettings,
+    connect=lambda redis, server: RedisBackend(redis, timeout=server.backend_timeout, limits=server.limits),
+    tools=register,
+    instructions=INSTRUCTIONS,
+)
+build = SIDECAR.build

@@ -19,13 +19,10 @@ Bounded whatever the data:
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 from typing import Annotated, Any, Awaitable, Callable
 
 from pydantic import Field
-from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
 from sidecars.common import capping
 from sidecars.common.app import Sidecar
@@ -33,7 +30,6 @@ from sidecars.common.tools import fail
 
 from . import encoding as enc
 from . import models as m
-from .backend import WriteOutcomeUnknown
 from .encoding import Bin, Budget, Key, cost, head, raw
 from .protocol import CutBytes
 
@@ -58,37 +54,11 @@ def _s(value: Any) -> str:
 
 def register(sidecar: Sidecar) -> None:
     r = sidecar.backend.client
-    backend = sidecar.backend
     limits = sidecar.settings.limits
-    timeout = sidecar.settings.backend_timeout
     registry = sidecar.registry
     vmax, imax = limits.max_value_bytes, limits.max_items
 
-    def read(title: str) -> Callable[[Callable], Callable]:
-        return lambda fn: registry.read(title)(_bounded(fn, write=False))
-
-    def write(*, destructive: bool, idempotent: bool, title: str) -> Callable[[Callable], Callable]:
-        return lambda fn: registry.write(destructive=destructive, idempotent=idempotent, title=title)(
-            _bounded(fn, write=True))
-
-    def _bounded(fn: Callable, *, write: bool) -> Callable:
-        """One deadline for the whole call; one retry on a broken connection for reads only."""
-        @functools.wraps(fn)
-        async def call(**kwargs: Any) -> Any:
-            try:
-                async with asyncio.timeout(timeout):
-                    if write:
-                        return await fn(**kwargs)
-                    try:
-                        return await fn(**kwargs)
-                    except RedisConnectionError:
-                        return await fn(**kwargs)
-            except (TimeoutError, RedisTimeoutError, RedisConnectionError) as exc:
-                # A reply that never came (timeout, connection lost while reading): the command may have run.
-                if write and (not isinstance(exc, RedisConnectionError) or "reading" in str(exc)):
-                    raise WriteOutcomeUnknown(exc) from exc
-                raise
-        return call
+    read, write = registry.read, registry.write  # one deadline per call, one retry for reads (backend.bounded)
 
     # ------------------------------------------------------------- elements
     def element(b: Any, budget: Budget, first: bool) -> tuple[enc.Element, bool] | None:
