@@ -96,6 +96,7 @@ class PeerBench:
         self.round_p50: list[dict[str, float]] = []
         self.mismatches: list[str] = []
         self.cpu_s: dict[str, float] = {c: 0.0 for c in pids}
+        self.reports_deleted = 0
 
     def create(self, case: str, record: bool) -> None:
         self.seq += 1
@@ -114,6 +115,12 @@ class PeerBench:
             status, raw, _ = self.api.call("DELETE", f"/api/v1/namespaces/{ns}/pods?gracePeriodSeconds=0")
             if status != 200:
                 raise RuntimeError(f"deletecollection {ns}: HTTP {status}: {raw[:300]!r}")
+        # Kyverno's admission reports, as its (absent) reports controller would after aggregating them;
+        # otherwise it stops writing them at --maxAdmissionReports and gets cheaper mid-run.
+        path = f"/apis/reports.kyverno.io/v1/namespaces/{NAMESPACES['kyverno']}/ephemeralreports"
+        status, raw, _ = self.api.call("DELETE", path)
+        if status == 200:
+            self.reports_deleted += len(json.loads(raw).get("items") or [])
 
     def block(self, n: int, record: bool) -> None:
         trees = {c: descendants(p) for c, p in self.pids.items()}
@@ -163,7 +170,8 @@ def report(args: argparse.Namespace, bench: PeerBench, extra: dict) -> str:
         f"- Command: `{cmd}`",
         f"- Machine: {machine()}; k8s {extra['k8s']} (local etcd + kube-apiserver + kube-controller-manager); "
         f"ours = `mcp-sidecar serve` (uvicorn, TLS{', args ' + ' '.join(args.webhook_arg) if args.webhook_arg else ''}); "
-        f"Kyverno {extra['kyverno_version']} admission controller (out of cluster, `--serverIP`, chart-default flags, "
+        f"Kyverno {extra['kyverno_version']} admission controller (out of cluster, `--serverIP`, chart-default flags"
+        f"{(' + ' + ' '.join(args.kyverno_arg)) if args.kyverno_arg else ''}, "
         f"ClusterPolicy bench/peers/kyverno/policy.yaml); all on 127.0.0.1",
         f"- Load (`uptime` 1/5/15 min): before {extra['load_before']}, after {extra['load_after']} — "
         "other engineers' work shared the 2 cores",
@@ -196,7 +204,8 @@ def report(args: argparse.Namespace, bench: PeerBench, extra: dict) -> str:
         "- API server's mean call time per webhook (`apiserver_admission_webhook_admission_duration_seconds`, "
         "all calls incl. warm-up and probes): "
         + "; ".join(f"`{n}` {fmt(m)} ms ({int(c)} calls)" for n, (m, c) in sorted(extra["apiserver"].items())) + ".",
-        f"- Kyverno's registered pod webhook(s): {extra['kyverno_webhooks']}.",
+        f"- Kyverno's registered pod webhook(s): {extra['kyverno_webhooks']}. It wrote {bench.reports_deleted} "
+        "admission reports (EphemeralReports; deleted after every round, as its reports controller would).",
         f"- Verified: the stored Kyverno-mutated pod's mcp-sidecar container, volumes and status annotation equal "
         f"our webhook's ({'identical' if not extra['difference'] else 'DIFFER in ' + ', '.join(extra['difference'])}); "
         f"every create response checked — {'all' if not bench.mismatches else 'NOT all'} ours/Kyverno pods carry "
@@ -214,6 +223,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20, help="discarded creates per case")
     parser.add_argument("--webhook-arg", action="append", default=[],
                         help="extra argument for `mcp-sidecar serve` (repeat; e.g. --webhook-arg=--workers --webhook-arg=2)")
+    parser.add_argument("--kyverno-arg", action="append", default=[],
+                        help="extra Kyverno flag, after the chart defaults (e.g. --kyverno-arg=--admissionReports=false)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Markdown file the section is appended to")
     parser.add_argument("--max-seconds", type=int, default=600, help="watchdog for the whole run")
     args = parser.parse_args()
@@ -238,7 +249,7 @@ def main() -> int:
                 hook.url + "/mutate", hook.ca_pem, probe_namespace=NAMESPACES["ours"],
                 namespace_selector=our_namespace_selector(["kyverno", NAMESPACES["kyverno"], NAMESPACES["none"]]))
             kyverno = stack.enter_context(KyvernoProcess(
-                cp, workdir / "kyverno", excluded_namespaces=[NAMESPACES["ours"], NAMESPACES["none"]],
+                cp, workdir / "kyverno", excluded_namespaces=[NAMESPACES["ours"], NAMESPACES["none"]], extra_args=args.kyverno_arg,
                 log=lambda m: log(f"kyverno: {m}")))
             kyverno.wait_mutates(NAMESPACES["kyverno"], json.loads(pod_body("probe", True)))
             extra["kyverno_version"] = kyverno.version()
