@@ -227,6 +227,59 @@ def test_switches_change_the_deployment(which):
     assert not by_kind(render(which), "ServiceMonitor")
 
 
+# ------------------------------------------------------------------------------ workers and autoscaling
+
+SCALING = ("--set", "workers=2", "--set", "autoscaling.enabled=true", "--set", "autoscaling.maxReplicas=4",
+           "--set", "resources.requests.cpu=2", "--set", "resources.limits.cpu=2")
+
+
+@pytest.mark.parametrize("which", HELMS)
+def test_workers_and_autoscaling_lint_and_validate(which):
+    done = helm(which, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, *SCALING)
+    assert "0 chart(s) failed" in done.stdout, done.stdout + done.stderr
+    docs = render(which, *SCALING)
+    for doc in docs:
+        if (doc["apiVersion"], doc["kind"]) in CRD_KINDS:
+            continue
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} invalid for {version}: {exc.message}\n{dumps(doc)}")
+
+
+@pytest.mark.parametrize("which", HELMS)
+def test_autoscaling_scales_the_admission_deployment_on_cpu(which):
+    assert not by_kind(render(which), "HorizontalPodAutoscaler")
+    docs = render(which, *SCALING)
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 4)
+    assert hpa["spec"]["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+    # The HPA owns the replica count: a rendered one would undo its scaling at every upgrade.
+    assert "replicas" not in one(docs, "Deployment", FULLNAME)["spec"]
+    assert one(docs, "Deployment", OPERATOR)["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize("which", HELMS)
+def test_autoscaling_without_a_cpu_request_is_refused(which):
+    done = helm(which, "template", RELEASE, str(CHART), "--set", "autoscaling.enabled=true",
+                "--set", "resources.requests.cpu=null", check=False)
+    assert done.returncode != 0 and "resources.requests.cpu" in done.stderr, done.stderr
+    done = helm(which, "template", RELEASE, str(CHART), "--set", "autoscaling.enabled=true",
+                "--set", "autoscaling.minReplicas=5", "--set", "autoscaling.maxReplicas=3", check=False)
+    assert done.returncode != 0 and "minReplicas" in done.stderr, done.stderr
+
+
+def test_workers_reach_the_real_cli():
+    from webhook.cli.main import build_parser
+
+    assert build_parser().parse_args(container(render("helm3"))["args"]).workers == 1
+    args = build_parser().parse_args(container(render("helm3", *SCALING))["args"])
+    assert args.workers == 2 and args.no_operator  # several workers need the operator elsewhere
+
+
 # ------------------------------------------------------------------------------ RBAC / operator
 
 POD_WATCH = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
@@ -499,6 +552,8 @@ def test_helm_test_hook(which):
     ("--set", "operator.metricsPort=80"),
     ("--set", "operator.replicaCount=0"),
     ("--set", "operator.serviceAccount.typo=1"),
+    ("--set", "workers=0"),
+    ("--set", "autoscaling.typo=1"),
 ])
 def test_schema_rejects_bad_values(which, bad):
     done = helm(which, "template", RELEASE, str(CHART), *bad, check=False)
