@@ -75,10 +75,12 @@ def serve_workers(count: int, run_worker: Callable[[socket.socket, str], int | N
     reserved = reuseport_socket(host, port)
     port = reserved.getsockname()[1]
     metrics_dir = tempfile.mkdtemp(prefix="mcp-injector-metrics-")
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {*_STOP_SIGNALS, signal.SIGCHLD})
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*_STOP_SIGNALS, signal.SIGCHLD})
     workers: dict[int, float] = {}  # pid -> start time
 
     def start_one() -> None:
+        sys.stdout.flush()  # else the child would write the parent's buffered output again
+        sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the supervisor's code
             code = 1
@@ -86,7 +88,7 @@ def serve_workers(count: int, run_worker: Callable[[socket.socket, str], int | N
                 # Until uvicorn installs its handlers, a stop request is a clean exit.
                 for sig in _STOP_SIGNALS:
                     signal.signal(sig, lambda *_: sys.exit(0))
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
                 reserved.close()
                 enable_multiprocess_metrics(metrics_dir)
                 code = run_worker(reuseport_socket(host, port), metrics_dir) or 0
@@ -131,7 +133,7 @@ def serve_workers(count: int, run_worker: Callable[[socket.socket, str], int | N
         # supervisor (SIGTERM) or raise KeyboardInterrupt (SIGINT) once unblocked.
         while signal.sigtimedwait({*_STOP_SIGNALS, signal.SIGCHLD}, 0) is not None:
             pass
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         reserved.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return status
