@@ -459,6 +459,44 @@ def test_configmap_follows_values(which):
     assert cfg.backends["redis"].security_context["runAsUser"] == 2000
 
 
+def test_sidecar_config_schema_is_generated_from_the_engine_types():
+    """values.schema.json's sidecarConfig is the server's own schema, so Helm refuses what the server would."""
+    import json
+
+    from webhook.engine.config import sidecar_config_schema
+
+    committed = json.loads((CHART / "values.schema.json").read_text())["properties"]["sidecarConfig"]
+    assert committed == sidecar_config_schema(), "out of date: run scripts/gen-config-schema.py"
+
+
+@pytest.mark.parametrize("which", HELMS)
+def test_sidecar_config_overrides_stay_partial_and_typos_are_refused_by_both(which):
+    from webhook.engine.config import ConfigError
+
+    # A new backend may leave out what the `sidecar` section gives it; the server completes it.
+    valkey = {"image": "mcp/valkey:1", "backendPort": 6379, "hostEnv": "REDIS_HOST", "portEnv": "REDIS_PORT",
+              "passwordEnv": "REDIS_PASSWORD", "passwordSecretKey": "password"}
+    cfg = parse_config(config_text(render(which, "--set-json", f"sidecarConfig.backends.valkey={json_text(valkey)}")))
+    assert cfg.backends["valkey"].port == 9000 and cfg.backends["valkey"].readiness_probe["httpGet"]["path"] == "/livez"
+    # Probes nulled key by key and replaced (what bench/node/bench_pod_ready.py sets).
+    probes = render(which, *[f for key in ("httpGet", "periodSeconds", "failureThreshold")
+                             for f in ("--set", f"sidecarConfig.sidecar.startupProbe.{key}=null")],
+                    "--set", "sidecarConfig.sidecar.readinessProbe.httpGet=null",
+                    "--set-json", 'sidecarConfig.sidecar.readinessProbe={"tcpSocket":{"port":"mcp"},"periodSeconds":10}')
+    cfg = parse_config(config_text(probes))
+    assert cfg.backends["redis"].startup_probe is None and "tcpSocket" in cfg.backends["redis"].readiness_probe
+    done = helm(which, "template", RELEASE, str(CHART), "--set", "sidecarConfig.backends.redis.imagePullPolcy=Always", check=False)
+    assert done.returncode != 0 and "imagePullPolcy" in done.stderr, done.stderr
+    with pytest.raises(ConfigError, match=r"backends\.redis\.imagePullPolcy is not a known key \(did you mean imagePullPolicy\?\)"):
+        parse_config("backends: {redis: {imagePullPolcy: Always}}")
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"))
+
+
 # ------------------------------------------------------------------------------ NetworkPolicy
 
 @pytest.mark.parametrize("which", HELMS)
