@@ -283,7 +283,7 @@ def test_workers_reach_the_real_cli():
 # ------------------------------------------------------------------------------ RBAC / operator
 
 POD_WATCH = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
-EVENTS = {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
+EVENTS = {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "list"]}
 WORKLOADS = {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments", "daemonsets"],
              "verbs": ["get", "list", "watch", "patch"]}
 SERVICES = {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch", "delete"]}

@@ -1,7 +1,12 @@
-"""``mcp-sidecar audit``: which labelled pods are injected, stale, missed, opted out, and why."""
+"""``mcp-sidecar audit``: which labelled pods are injected, stale, missed, opted out, and why.
+
+Pods are read as plain JSON, one page at a time (issue 12: the typed client turned 10,000 pods
+into 478 MiB and 6.9 s); only the small per-pod rows are kept, and the output is written row by row.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from typing import Iterable, TextIO
@@ -12,7 +17,7 @@ from kubernetes import client
 from webhook.engine.config import ConfigError, InjectorConfig, default_config, parse_config
 from webhook.engine.constants import LABEL_BACKEND
 from webhook.engine.pod_audit import INJECTED, MISSED, OPTED_OUT, SKIPPED, PodAudit, audit_pod
-from webhook.shared.kube import KubeAccessError, explain
+from webhook.shared.kube import KubeAccessError, explain, list_pages, pods_path
 
 #: ConfigMaps carrying this label (the chart's) hold the injector's sidecar configuration.
 LABEL_SIDECAR_CONFIG = "mcp-sidecar.dox/sidecar-config"
@@ -41,23 +46,24 @@ def cluster_config(api: client.ApiClient, err: TextIO = sys.stderr) -> InjectorC
 def collect(api: client.ApiClient, namespace: str | None, config: InjectorConfig) -> list[PodAudit]:
     core = client.CoreV1Api(api)
     where = f"namespace {namespace}" if namespace else "all namespaces"
-    try:
-        if namespace:
-            pods = core.list_namespaced_pod(namespace, label_selector=LABEL_BACKEND)
-        else:
-            pods = core.list_pod_for_all_namespaces(label_selector=LABEL_BACKEND)
-    except Exception as exc:
-        raise explain(exc, f"list pods in {where}") from None
     namespaces: dict[str, dict[str, str]] = {}
     rows = []
-    for pod in api.sanitize_for_serialization(pods).get("items", []):
-        ns = pod["metadata"]["namespace"]
-        if ns not in namespaces:
-            try:
-                namespaces[ns] = core.read_namespace(ns).metadata.labels or {}
-            except Exception:
-                namespaces[ns] = {}  # no permission on namespaces: judge without their labels
-        rows.append(audit_pod(pod, namespaces[ns], config))
+    pages = list_pages(api, pods_path(namespace), label_selector=LABEL_BACKEND)
+    while True:
+        try:
+            items, _ = next(pages)
+        except StopIteration:
+            break
+        except Exception as exc:
+            raise explain(exc, f"list pods in {where}") from None
+        for pod in items:
+            ns = pod["metadata"]["namespace"]
+            if ns not in namespaces:
+                try:
+                    namespaces[ns] = core.read_namespace(ns).metadata.labels or {}
+                except Exception:
+                    namespaces[ns] = {}  # no permission on namespaces: judge without their labels
+            rows.append(audit_pod(pod, namespaces[ns], config))
     return sorted(rows, key=lambda r: (r.namespace, r.pod))
 
 
@@ -86,19 +92,38 @@ def _ready(value: bool | None) -> str:
 
 
 def render(rows: list[PodAudit], output: str) -> str:
-    if output == "json":
-        return json.dumps({"pods": [r.as_dict() for r in rows], "summary": summarize(rows)}, indent=2) + "\n"
-    if output == "yaml":
-        return yaml.safe_dump({"pods": [r.as_dict() for r in rows], "summary": summarize(rows)}, sort_keys=False)
+    buffer = io.StringIO()
+    write(rows, output, buffer)
+    return buffer.getvalue()
+
+
+def write(rows: list[PodAudit], output: str, out: TextIO) -> None:
+    """``render`` written row by row: the same text, never the whole of it in memory."""
+    if output == "json":  # what json.dumps({"pods": [...], "summary": ...}, indent=2) prints
+        out.write('{\n  "pods": [' + ("" if rows else "],\n"))
+        for i, row in enumerate(rows):
+            out.write(("," if i else "") + "\n    " + json.dumps(row.as_dict(), indent=2).replace("\n", "\n    "))
+        out.write("\n  ],\n" if rows else "")
+        out.write(f'  "summary": {json.dumps(summarize(rows))}\n}}\n')
+        return
+    if output == "yaml":  # what yaml.safe_dump({"pods": [...], "summary": ...}, sort_keys=False) prints
+        out.write("pods:\n" if rows else "pods: []\n")
+        for row in rows:
+            out.write(yaml.safe_dump([row.as_dict()], sort_keys=False))
+        out.write(yaml.safe_dump({"summary": summarize(rows)}, sort_keys=False))
+        return
     header = ("NAMESPACE", "POD", "OWNER", "BACKEND", "STATE", "READY", "STALE", "IMAGE", "REASON")
-    table = [header] + [
-        (r.namespace, r.pod, r.owner, r.backend, r.state, _ready(r.sidecar_ready),
-         ("yes" if r.stale else "no") if r.state == INJECTED else "-", r.image or "-", r.reason or "-")
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1] for row in table]
-    return "\n".join(lines) + "\n" + summarize(rows) + "\n"
+
+    def cells(r: PodAudit) -> tuple[str, ...]:
+        return (r.namespace, r.pod, r.owner, r.backend, r.state, _ready(r.sidecar_ready),
+                ("yes" if r.stale else "no") if r.state == INJECTED else "-", r.image or "-", r.reason or "-")
+
+    widths = [len(h) for h in header[:-1]]
+    for r in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, cells(r))]
+    for row in [header, *map(cells, rows)]:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1] + "\n")
+    out.write(summarize(rows) + "\n")
 
 
 def run_audit(api: client.ApiClient, *, namespace: str | None, output: str, fail_on: set[str], config: InjectorConfig | None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -108,7 +133,7 @@ def run_audit(api: client.ApiClient, *, namespace: str | None, output: str, fail
     except KubeAccessError as exc:
         print(f"error: {exc}", file=err)
         return 2
-    out.write(render(rows, output))
+    write(rows, output, out)
     bad = failures(rows, fail_on)
     if bad:
         print(f"audit failed: {len(bad)} pod(s) match --fail-on {','.join(sorted(fail_on))}", file=err)

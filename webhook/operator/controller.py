@@ -1,9 +1,11 @@
 """The kopf operator: label propagation, companion Services, missed/stale detection and healing.
 
 Decisions come from pure modules (``propagation``, ``companion``, ``pod_audit``); this module only
-watches (kopf ``on.event`` handlers: they store no state in the objects, so Helm's view of a
-workload is never cluttered), reads and writes through the Kubernetes API, posts Events and counts
-metrics. Only the Lease holder acts (``webhook.operator.leader``) when several replicas run.
+watches, reads and writes through the Kubernetes API, posts Events and counts metrics. Workloads
+come through kopf (``on.event`` handlers: they store no state in the objects, so Helm's view of a
+workload is never cluttered); labelled pods through our own label-selected list and watch
+(``pod_watch``: kopf can only filter pods on the client, issue 12). Only the Lease holder acts
+(``webhook.operator.leader``) when several replicas run.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import kopf
 from kubernetes import client
@@ -27,17 +29,19 @@ from kubernetes.client.rest import ApiException
 
 from webhook.engine.config import InjectorConfig
 from webhook.engine.constants import LABEL_BACKEND, TOKEN_SECRET_KEY, TOKEN_SECRET_NAME
-from webhook.engine.pod_audit import INJECTED, MISSED, PodAudit, audit_pod
+from webhook.engine.pod_audit import INJECTED, MISSED, audit_pod
+from webhook.operator.events import CONDITION_REASONS, COMPONENT, EventPoster, announced, event_body
+from webhook.operator.pod_watch import PodWatch
 from webhook.operator.companion import LABEL_COMPANION_OF, companion_name, desired_service, service_differs, wants_companion
 from webhook.operator.leader import LeaseElector
 from webhook.operator.propagation import WORKLOAD_KINDS, plan_propagation
 from webhook.operator.token_secret import TokenSecrets
+from webhook.shared.kube import list_pages, pods_path
 from webhook.shared.metrics import Metrics
 
 log = logging.getLogger("webhook.operator")
 
 _PLURALS = {kind: kind.lower() + "s" for kind in WORKLOAD_KINDS}  # statefulsets, deployments, daemonsets
-_COMPONENT = "mcp-sidecar-operator"
 
 
 @dataclass
@@ -65,6 +69,14 @@ class OperatorOptions:
         return not self.namespaces or namespace in self.namespaces
 
 
+class Verdict(NamedTuple):
+    """What ``audit_pod`` said about a pod, the part the operator keeps."""
+
+    state: str
+    stale: bool
+    reason: str
+
+
 class Operator:
     """Everything the handlers need, injectable for tests (API client, config, metrics)."""
 
@@ -76,11 +88,16 @@ class Operator:
         self.metrics = metrics
         self.options = options
         self._reported: dict[str, str] = {}  # pod uid -> condition already announced by an Event
-        self._namespace_cache: dict[str, tuple[float, dict[str, str]]] = {}
+        self._owners_told: set[tuple[str, str]] = set()  # (controller uid, condition) announced on the controller
+        #: pod uid -> (resourceVersion, namespace labels, verdict): a resync re-judges only what changed
+        self._verdicts: dict[str, tuple[str, tuple, Verdict]] = {}
+        self._verdict_config: InjectorConfig | None = None
+        self._namespace_cache: dict[str, tuple[float, dict[str, str], tuple]] = {}
         self._last_eviction = 0.0
         self._retries: dict[str, threading.Timer] = {}  # pod uid -> pending re-check (healing)
         self._lock = threading.Lock()
         self.token_secrets = TokenSecrets()
+        self.events = EventPoster(api, why=_why)
 
     # -- workloads ------------------------------------------------------------------------------
 
@@ -161,39 +178,96 @@ class Operator:
     # -- pods -------------------------------------------------------------------------------------
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
+        return self._namespace(namespace)[0]
+
+    def _namespace(self, namespace: str) -> tuple[dict[str, str], tuple]:
+        """The namespace's labels (re-read after 30 s) and a comparable key of them."""
         now = time.monotonic()
         cached = self._namespace_cache.get(namespace)
         if cached and now - cached[0] < 30:
-            return cached[1]
+            return cached[1], cached[2]
         try:
             labels = self.core.read_namespace(namespace).metadata.labels or {}
         except ApiException as exc:
             log.warning("cannot read namespace %s (its opt-out label is unknown): %s", namespace[:253], _why(exc))
             labels = {}
-        self._namespace_cache[namespace] = (now, labels)
-        return labels
+        key = tuple(sorted(labels.items()))
+        if cached and cached[2] == key:
+            key = cached[2]  # the same tuple object: cached verdicts compare by identity first
+        self._namespace_cache[namespace] = (now, labels, key)
+        return labels, key
 
-    def handle_pod(self, pod: Mapping[str, Any]) -> PodAudit:
+    def judge(self, pod: Mapping[str, Any]) -> Verdict:
+        """``audit_pod``, remembered per pod resourceVersion, namespace labels and configuration."""
+        meta = pod.get("metadata") or {}
+        labels, key = self._namespace(meta.get("namespace", ""))
+        config = self.config()
+        if config is not self._verdict_config:  # a new configuration: every verdict may change (stale)
+            self._verdicts, self._verdict_config = {}, config
+        uid, version = str(meta.get("uid", "")), meta.get("resourceVersion")
+        cached = self._verdicts.get(uid)
+        if cached is not None and version and cached[0] == version and cached[1] == key:
+            return cached[2]
+        row = audit_pod(pod, labels, config)
+        verdict = Verdict(row.state, row.stale, row.reason)
+        if version and uid:
+            self._verdicts[uid] = (version, key, verdict)
+        return verdict
+
+    def handle_pod(self, pod: Mapping[str, Any]) -> Verdict:
         meta = pod.get("metadata") or {}
         self.ensure_token_secret("Pod", pod)
-        row = audit_pod(pod, self.namespace_labels(meta.get("namespace", "")), self.config())
+        row = self.judge(pod)
         condition = "missed" if row.state == MISSED else "stale" if row.stale else ""
         uid = str(meta.get("uid", ""))
         if not condition:
             self._reported.pop(uid, None)
             return row
-        if self._reported.get(uid) != condition:
+        owner = _controller_ref(meta)
+        with self._lock:  # the pod watch, the sweep and healing retries may judge the same pod at once
+            announce = self._reported.get(uid) != condition
             self._reported[uid] = condition
+            tell_owner = announce and owner is not None and (str(owner.get("uid")), condition) not in self._owners_told
+            if tell_owner:
+                self._owners_told.add((str(owner.get("uid")), condition))
+        if announce:
             (self.metrics.missed_pods if condition == "missed" else self.metrics.stale_pods).inc()
             message = f"pod {meta.get('name')} has no MCP sidecar: {row.reason}" if condition == "missed" else f"pod {meta.get('name')}'s MCP sidecar is stale: {row.reason}"
-            reason = "MCPSidecarMissed" if condition == "missed" else "MCPSidecarStale"
+            reason = CONDITION_REASONS[condition]
             self.post_event("Pod", meta, "Warning", reason, message)
-            owner = _controller_ref(meta)
-            if owner is not None:
+            if tell_owner:
+                # Once per controller and condition (not once per pod: 10 replicas, 10 identical
+                # warnings on the StatefulSet), again once none of its pods is in that condition.
                 self.post_event(owner["kind"], {"name": owner["name"], "namespace": meta.get("namespace"), "uid": owner.get("uid")}, "Warning", reason, message)
         if self.options.heal and (condition == "missed" or self.options.heal_stale):
             self.maybe_evict(pod, condition)
         return row
+
+    def forget_pod(self, pod: Mapping[str, Any]) -> None:
+        uid = str((pod.get("metadata") or {}).get("uid", ""))
+        self._reported.pop(uid, None)
+        self._verdicts.pop(uid, None)
+
+    def remember_announced(self) -> None:
+        """Take what our Events in the cluster already say as announced (no repeat after a restart)."""
+        started = time.monotonic()
+        scopes = [ns for ns in self.options.namespaces if self.options.acts_in(ns)]
+        try:
+            found = announced(self.api, scopes)
+        except ApiException as exc:
+            log.warning("cannot list this operator's earlier Events (conditions will be announced again): %s", _why(exc))
+            return
+        except Exception as exc:
+            log.warning("cannot list this operator's earlier Events (conditions will be announced again): %s", exc)
+            return
+        with self._lock:
+            for uid, condition in found.pods.items():
+                self._reported.setdefault(uid, condition)
+            self._owners_told |= found.owners
+            for key, reason in found.once.items():
+                self._reported.setdefault(key, reason)
+        log.info("%d earlier Events of this operator read in %.1f s: %d pods already announced",
+                 found.events, time.monotonic() - started, len(found.pods))
 
     def maybe_evict(self, pod: Mapping[str, Any], condition: str) -> None:
         meta = pod["metadata"]
@@ -292,25 +366,40 @@ class Operator:
         return any(c.get("name") == "mcp-sidecar" for c in containers)
 
     def sweep(self) -> dict[str, int]:
-        """Re-check every labelled pod (catches config changes that make sidecars stale)."""
-        if self.options.namespaces:  # namespaced mode: no cluster-wide list right
-            items = [p for ns in self.options.namespaces if self.options.acts_in(ns)
-                     for p in self.api.sanitize_for_serialization(self.core.list_namespaced_pod(ns, label_selector=LABEL_BACKEND)).get("items", [])]
-        else:
-            items = self.api.sanitize_for_serialization(self.core.list_pod_for_all_namespaces(label_selector=LABEL_BACKEND)).get("items", [])
-        pods = {"items": [p for p in items if self.options.acts_in((p.get("metadata") or {}).get("namespace"))]}
+        """Re-check every labelled pod (catches config changes that make sidecars stale).
+
+        A paginated plain-JSON list (one page in memory); pods whose resourceVersion, namespace
+        labels and configuration are unchanged keep their verdict without a new audit.
+        """
+        # namespaced mode: no cluster-wide list right
+        scopes = [ns for ns in self.options.namespaces if self.options.acts_in(ns)] if self.options.namespaces else [None]
         counts: dict[str, int] = {}
-        for pod in pods.get("items", []):
-            row = self.handle_pod(pod)
-            key = "stale" if row.state == INJECTED and row.stale else row.state
-            counts[key] = counts.get(key, 0) + 1
+        live: set[str] = set()
+        owners: set[tuple[str, str]] = set()
+        for scope in scopes:
+            for items, _ in list_pages(self.api, pods_path(scope), label_selector=LABEL_BACKEND):
+                for pod in items:
+                    meta = pod.get("metadata") or {}
+                    if not self.options.acts_in(meta.get("namespace")):
+                        continue
+                    row = self.handle_pod(pod)
+                    key = "stale" if row.state == INJECTED and row.stale else row.state
+                    counts[key] = counts.get(key, 0) + 1
+                    live.add(str(meta.get("uid", "")))
+                    owner = _controller_ref(meta)
+                    if owner is not None and key in ("missed", "stale"):
+                        owners.add((str(owner.get("uid")), key))
         self.metrics.pods_by_state.clear()
         for state, count in counts.items():
             self.metrics.pods_by_state.labels(state=state).set(count)
-        live = {p["metadata"].get("uid") for p in pods.get("items", [])}
-        for uid in list(self._reported):
+        with self._lock:
+            for uid in list(self._reported):
+                if ":" not in uid and uid not in live:
+                    del self._reported[uid]
+            self._owners_told &= owners
+        for uid in list(self._verdicts):
             if uid not in live:
-                del self._reported[uid]
+                self._verdicts.pop(uid, None)
         return counts
 
     # -- events -----------------------------------------------------------------------------------
@@ -320,18 +409,7 @@ class Operator:
             if self._reported.get(once_key) == reason:
                 return
             self._reported[once_key] = reason
-        now = dt.datetime.now(dt.timezone.utc)
-        api_version = "v1" if kind == "Pod" else "apps/v1"
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name', 'object')}.", namespace=meta.get("namespace")),
-            involved_object=client.V1ObjectReference(api_version=api_version, kind=kind, name=meta.get("name"), namespace=meta.get("namespace"), uid=meta.get("uid")),
-            reason=reason, message=message[:1024], type=type_, first_timestamp=now, last_timestamp=now, count=1,
-            source=client.V1EventSource(component=_COMPONENT), reporting_component=_COMPONENT, reporting_instance=socket.gethostname(),
-        )
-        try:
-            self.core.create_namespaced_event(meta.get("namespace"), event)
-        except ApiException as exc:
-            log.log(logging.WARNING if exc.status == 403 else logging.DEBUG, "could not post event %s: %s", reason, _why(exc))
+        self.events.submit(str(meta.get("namespace")), event_body(kind, meta, type_, reason, message))
 
 
 def _why(exc: ApiException) -> str:
@@ -355,7 +433,7 @@ def _snake(kind: str) -> str:
 
 
 def build_registry(operator: Operator) -> kopf.OperatorRegistry:
-    """kopf handlers bound to ``operator``; ``on.event`` keeps no state in the watched objects."""
+    """kopf handlers for the workloads, bound to ``operator``; ``on.event`` keeps no state in the watched objects."""
     registry = kopf.OperatorRegistry()
     for kind, plural in _PLURALS.items():
 
@@ -369,11 +447,7 @@ def build_registry(operator: Operator) -> kopf.OperatorRegistry:
 
         kopf.on.event("apps", "v1", plural, registry=registry)(on_workload)
 
-    def on_pod(body: Any, type: str | None, **_: Any) -> None:  # noqa: A002
-        if type != "DELETED" and operator.options.acts_in((body.get("metadata") or {}).get("namespace")):
-            operator.handle_pod(operator.api.sanitize_for_serialization(dict(body)))
-
-    kopf.on.event("", "v1", "pods", labels={LABEL_BACKEND: kopf.PRESENT}, registry=registry)(on_pod)
+    # Pods are not watched through kopf: its labels= filter is client-side (webhook.operator.pod_watch).
     kopf.on.login(registry=registry)(lambda **_: connection_info(operator.api))
     return registry
 
@@ -424,6 +498,9 @@ class OperatorRunner:
         self._threads.append(thread)
 
     def _start_leading(self) -> None:
+        # kopf logs "Handler ... succeeded" for every workload event (thousands at start): keep its warnings only
+        objects_log = logging.getLogger("kopf.objects")
+        objects_log.setLevel(max(objects_log.getEffectiveLevel(), logging.WARNING))
         self._kopf_stop = threading.Event()
         kopf_stop = self._kopf_stop
         settings = kopf.OperatorSettings()
@@ -431,6 +508,33 @@ class OperatorRunner:
         settings.scanning.disabled = True  # no CRD/namespace scanning: no RBAC on CRDs needed
         settings.peering.standalone = True
         registry = build_registry(self.operator)
+        operator = self.operator
+        # a confined operator (--namespace) lists and watches only its namespaces, never cluster-wide
+        scopes: list[str | None] = [ns for ns in operator.options.namespaces if operator.options.acts_in(ns)] if operator.options.namespaces else [None]
+
+        def run_pods() -> None:
+            # Already announced first, so that the start-up pass repeats no Event of an earlier leader.
+            operator.remember_announced()
+            if kopf_stop.is_set():
+                return
+            started = time.monotonic()
+            pending = set(scopes)
+
+            def listed(scope: str | None, count: int, seconds: float) -> None:
+                if scope in pending:
+                    pending.discard(scope)
+                    log.info("start-up pass: %d labelled pods in %s judged in %.1f s", count, scope or "all namespaces", seconds)
+                    if not pending and len(scopes) > 1:
+                        log.info("start-up pass over %d namespaces done in %.1f s", len(scopes), time.monotonic() - started)
+
+            def on_pod(pod: Mapping[str, Any]) -> None:
+                if operator.options.acts_in((pod.get("metadata") or {}).get("namespace")):
+                    operator.handle_pod(pod)
+
+            watch = PodWatch(operator.api, scopes, LABEL_BACKEND, on_pod=on_pod, on_deleted=operator.forget_pod,
+                             on_listed=listed, stop=kopf_stop, describe_error=_why)
+            for thread in watch.start():
+                self._threads.append(thread)
 
         def run_kopf() -> None:
             try:
@@ -447,12 +551,17 @@ class OperatorRunner:
 
         def run_sweeps() -> None:
             while not kopf_stop.wait(self.operator.options.resync_seconds):
+                started, cpu = time.monotonic(), time.process_time()
                 try:
-                    self.operator.sweep()
+                    counts = self.operator.sweep()
+                except ApiException as exc:
+                    log.warning("sweep failed: %s", _why(exc))
                 except Exception as exc:
                     log.warning("sweep failed: %s", exc)
+                else:
+                    log.debug("resync: %s in %.2f s (process CPU %.2f s)", counts, time.monotonic() - started, time.process_time() - cpu)
 
-        for target, name in ((run_kopf, "kopf"), (run_sweeps, "sweep")):
+        for target, name in ((run_pods, "pods"), (run_kopf, "kopf"), (run_sweeps, "sweep")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)

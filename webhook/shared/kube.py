@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any, Iterator, Mapping
+from urllib.parse import quote
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -32,3 +35,78 @@ def explain(exc: Exception, what: str) -> KubeAccessError:
             return KubeAccessError(f"permission denied to {what} ({exc.status} {exc.reason}); check your RBAC")
         return KubeAccessError(f"cannot {what}: {exc.status} {exc.reason}")
     return KubeAccessError(f"cannot {what}: cluster unreachable ({type(exc).__name__}: {exc})")
+
+
+# ---- plain JSON: no typed models ----------------------------------------------------------------
+# Issue 12 measured the typed client's pod lists as the operator's and the audit's main cost:
+# 23.5 MiB of JSON became 253 MiB of models plus 69 MiB of dicts (sanitize_for_serialization).
+# These helpers go through the same ApiClient (its auth, TLS and connection pool) and json.loads.
+
+
+def request_raw(api: client.ApiClient, method: str, path: str, *, query: Mapping[str, Any] | None = None,
+                body: Any = None, timeout: float | tuple[float, float] | None = None) -> Any:
+    """One call through ``api``; the unread response (its ``.response`` streams). Raises ApiException >= 400."""
+    params = [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in (query or {}).items() if v is not None and v != ""]
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    method, url, headers, body, _ = api.param_serialize(method, path, query_params=params, header_params=headers, body=body,
+                                                         auth_settings=["BearerToken"])
+    resp = api.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
+    if resp.status >= 400:
+        data = resp.read()
+        raise ApiException(status=resp.status, reason=resp.reason, body=data[:2000].decode(errors="replace"))
+    return resp
+
+
+def request_json(api: client.ApiClient, method: str, path: str, *, query: Mapping[str, Any] | None = None,
+                 body: Any = None, timeout: float | tuple[float, float] | None = 30) -> Any:
+    """``request_raw`` decoded as JSON."""
+    data = request_raw(api, method, path, query=query, body=body, timeout=timeout).read()
+    return json.loads(data) if data else None
+
+
+def list_pages(api: client.ApiClient, path: str, *, label_selector: str | None = None, field_selector: str | None = None,
+               limit: int = 500, timeout: float = 60) -> Iterator[tuple[list[dict[str, Any]], str]]:
+    """A paginated list (``limit``/``continue``): yields (items of one page, the list's resourceVersion).
+
+    Only one page is held at a time, so a list of 50,000 pods costs the memory of ``limit`` pods.
+    """
+    token = ""
+    while True:
+        page = request_json(api, "GET", path, query={"labelSelector": label_selector, "fieldSelector": field_selector,
+                                                     "limit": limit, "continue": token}, timeout=timeout)
+        meta = page.get("metadata") or {}
+        yield page.get("items") or [], str(meta.get("resourceVersion", ""))
+        token = meta.get("continue") or ""
+        if not token:
+            return
+
+
+def watch_lines(api: client.ApiClient, path: str, *, resource_version: str, label_selector: str | None = None,
+                timeout_seconds: int = 300) -> Iterator[dict[str, Any]]:
+    """A watch from ``resource_version`` with bookmarks: yields the decoded watch events until the server closes it.
+
+    ``ERROR`` events are yielded as they come (410 Gone: the caller lists again).
+    """
+    resp = request_raw(api, "GET", path, query={"watch": True, "labelSelector": label_selector, "resourceVersion": resource_version,
+                                                "allowWatchBookmarks": True, "timeoutSeconds": timeout_seconds},
+                       timeout=(10, timeout_seconds + 30))
+    stream = resp.response
+    try:
+        buffer = b""
+        for chunk in stream.stream(65536, decode_content=True):
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line.strip():
+                    yield json.loads(line)
+        if buffer.strip():
+            yield json.loads(buffer)
+    finally:
+        stream.close()  # a watch left early must not go back to the pool half-read
+        stream.release_conn()
+
+
+def pods_path(namespace: str | None = None) -> str:
+    return f"/api/v1/namespaces/{quote(namespace, safe='')}/pods" if namespace else "/api/v1/pods"

@@ -10,6 +10,7 @@ import jsonpatch
 from tests.webhook.helpers import labelled_pod
 from webhook.cli.audit import failures, parse_fail_on, render, summarize
 from webhook.cli.check_inject import explain
+from webhook.operator.events import EventPoster
 from webhook.operator.companion import companion_name, desired_service, service_differs, wants_companion
 from webhook.engine.config import parse_config
 from webhook.engine.constants import ANNOTATION_STATUS, LABEL_BACKEND
@@ -261,6 +262,7 @@ def test_healing_evicts_one_pod_per_interval_without_waiting_for_the_resync():
     operator = Operator(client.ApiClient(), lambda: parse_config(None), Metrics(),
                         OperatorOptions(heal=True, heal_interval=0.3, leader_election=False))
     operator.core = core
+    operator.events = EventPoster(None, post=lambda namespace, body: None)
     t0 = time.monotonic()
     try:
         for pod in pods.values():
@@ -272,3 +274,53 @@ def test_healing_evicts_one_pod_per_interval_without_waiting_for_the_resync():
     assert sorted(n for n, _ in evicted) == sorted(pods)  # each pod once
     assert times[-1] < 2.0, times  # ~0.6 s: one per interval, no pod left for the resync
     assert all(b - a >= 0.29 for a, b in zip(times, times[1:])), times  # still rate-limited
+
+
+def test_a_missed_pod_is_announced_once_and_its_owner_once_per_condition():
+    """Issue 12: 10 missed replicas made 20 Events, again on every resync of a restarted operator.
+    Now each pod once, its StatefulSet once (with the first pod's message); judging again posts nothing."""
+    import types
+
+    from kubernetes import client
+
+    from webhook.operator.controller import Operator, OperatorOptions
+    from webhook.shared.metrics import Metrics
+
+    posted: list[dict] = []
+    operator = Operator(client.ApiClient(), lambda: CONFIG, Metrics(), OperatorOptions(leader_election=False))
+    operator.core = types.SimpleNamespace(
+        read_namespace=lambda name: types.SimpleNamespace(metadata=types.SimpleNamespace(labels={})),
+        create_namespaced_secret=lambda namespace, body: None)
+    operator.events = EventPoster(None, post=lambda namespace, body: body["reason"].startswith("MCPSidecar") and posted.append(body))
+    pods = []
+    for i in range(3):
+        pod = labelled_pod()
+        pod["metadata"].update(name=f"redis-{i}", uid=f"uid-{i}", resourceVersion=str(10 + i),
+                               ownerReferences=[{"kind": "StatefulSet", "name": "redis", "uid": "sts", "controller": True}])
+        pods.append(pod)
+    for _ in range(2):  # the start-up pass, then the same pods again (a watch event, a resync)
+        for pod in pods:
+            assert operator.handle_pod(pod).state == MISSED
+    operator.events.wait_idle()
+    about = sorted((e["involvedObject"]["kind"], e["involvedObject"]["name"], e["reason"]) for e in posted)
+    assert about == [("Pod", "redis-0", "MCPSidecarMissed"), ("Pod", "redis-1", "MCPSidecarMissed"),
+                     ("Pod", "redis-2", "MCPSidecarMissed"), ("StatefulSet", "redis", "MCPSidecarMissed")]
+    owner_event = next(e for e in posted if e["involvedObject"]["kind"] == "StatefulSet")
+    assert owner_event["message"].startswith("pod redis-0 has no MCP sidecar")
+    assert owner_event["source"] == {"component": "mcp-sidecar-operator"}  # what a restarted operator lists back
+    # a new configuration judges every pod again (stale is relative to it), still without repeating
+    operator.config = lambda: parse_config("backends: {redis: {image: 'mcp/redis:2'}}")
+    assert operator.handle_pod(pods[0]).state == MISSED
+    operator.events.wait_idle()
+    assert len(posted) == 4
+
+
+def test_audit_output_is_written_row_by_row_as_one_document():
+    """The streamed JSON/YAML is exactly the document json.dumps / yaml.safe_dump would print."""
+    import yaml
+
+    for rows in ([], [audit_pod(injected_pod(), {}, CONFIG), audit_pod(labelled_pod(), {}, CONFIG)]):
+        document = {"pods": [r.as_dict() for r in rows], "summary": summarize(rows)}
+        assert render(rows, "json") == json.dumps(document, indent=2) + "\n"
+        assert render(rows, "yaml") == yaml.safe_dump(document, sort_keys=False)
+        assert json.loads(render(rows, "json")) == document
