@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from webhook.engine.config import BackendConfig
@@ -51,12 +52,37 @@ def _containers(spec: dict[str, Any], key: str = "containers") -> list[dict[str,
     return [c for c in spec.get(key) or [] if isinstance(c, dict)]
 
 
-def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {e["name"]: e for e in container.get("env") or [] if isinstance(e, dict) and isinstance(e.get("name"), str)}
+class EnvIndex:
+    """Each container's env by name (a repeated name: its last entry), built once per pod.
+
+    Detection looks names up in the same containers many times, and a container may carry
+    thousands of env vars: rebuilding the map per lookup made the env list the engine's main cost.
+    """
+
+    def __init__(self) -> None:
+        # id -> (container, map): holding the container keeps its id from being reused meanwhile.
+        self._maps: dict[int, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {}
+
+    def __call__(self, container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        cached = self._maps.get(id(container))
+        if cached is None or cached[0] is not container:
+            cached = (container, _env_map(container.get("env") or []))
+            self._maps[id(container)] = cached
+        return cached[1]
 
 
-def _literal(container: dict[str, Any], name: str) -> str | None:
-    value = _env(container).get(name, {}).get("value")
+def _env_map(entries: Any) -> dict[str, dict[str, Any]]:
+    try:  # the common case (every entry a map with a string name) in one cheap pass
+        env = {e["name"]: e for e in entries}
+        if all(map(isinstance, env, repeat(str))):
+            return env
+    except (TypeError, KeyError):
+        pass
+    return {e["name"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)}
+
+
+def _literal(env: dict[str, dict[str, Any]], name: str) -> str | None:
+    value = env.get(name, {}).get("value")
     return value if isinstance(value, str) else None
 
 
@@ -81,9 +107,9 @@ def _flag(words: list[str], flag: str) -> str | None:
     return found
 
 
-def _setting(container: dict[str, Any], name: str) -> str | None:
+def _setting(container: dict[str, Any], env: dict[str, dict[str, Any]], name: str) -> str | None:
     """An Elasticsearch setting given as an env var named like it or as ``-Ename=value``."""
-    value = _literal(container, name)
+    value = _literal(env, name)
     for word in _words(container):
         if word.startswith(f"-E{name}="):
             value = word[len(name) + 3 :]
@@ -237,7 +263,7 @@ def _ref_of(entry: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def detect_password(spec: dict[str, Any], main: dict[str, Any] | None, backend: BackendConfig,
-                    tls_secrets: frozenset[str] = frozenset()) -> PasswordDetection:
+                    tls_secrets: frozenset[str] = frozenset(), envs: EnvIndex | None = None) -> PasswordDetection:
     """Find where the datastore reads its password from, as a ``secretKeyRef`` the sidecar can reuse.
 
     The datastore container first, then the others (an exporter reads the same Secret). A literal is
@@ -245,12 +271,13 @@ def detect_password(spec: dict[str, Any], main: dict[str, Any] | None, backend: 
     unknown name, ``envFrom``, a Secret volume), the warning names them and the annotation that fixes it.
     """
     result = PasswordDetection()
+    envs = envs or EnvIndex()
     containers = _containers(spec)
     ordered = ([main] if main is not None else []) + [c for c in containers if c is not main]
     volumes = [v for v in spec.get("volumes") or [] if isinstance(v, dict)]
     literal_in = None
     for container in ordered:
-        env = _env(container)
+        env = envs(container)
         names = list(backend.password_source_env)
         var, literal = _requirepass_env(container)
         if var and var not in names:
@@ -283,7 +310,7 @@ def detect_password(spec: dict[str, Any], main: dict[str, Any] | None, backend: 
             f"{literal_in} is a literal value and is not copied into the sidecar; the sidecar has no "
             f"{backend.password_env}. Move the password into a Secret or set mcp-sidecar.dox/password-secret")
         return result
-    unmapped = _unmapped_secrets(main, volumes, tls_secrets) if main is not None else []
+    unmapped = _unmapped_secrets(main, envs(main), volumes, tls_secrets) if main is not None else []
     if unmapped:
         shown = "; ".join(unmapped[:3]) + (f"; and {len(unmapped) - 3} more" if len(unmapped) > 3 else "")
         # The admission layer clips a warning at 256 characters: the fix comes before the list.
@@ -308,9 +335,10 @@ def _env_from_ref(container: dict[str, Any], var: str) -> dict[str, Any] | None:
     return {"name": secrets[0]["secretRef"]["name"], "key": var[len(prefix):], "optional": True}
 
 
-def _unmapped_secrets(main: dict[str, Any], volumes: list[dict[str, Any]], tls_secrets: frozenset[str]) -> list[str]:
+def _unmapped_secrets(main: dict[str, Any], env: dict[str, dict[str, Any]], volumes: list[dict[str, Any]],
+                      tls_secrets: frozenset[str]) -> list[str]:
     found = []
-    for name, entry in _env(main).items():
+    for name, entry in env.items():
         ref = _ref_of(entry)
         if ref is not None:
             found.append(f"env {quoted(name)} from Secret {quoted(ref['name'])} key {quoted(ref['key'])}")
@@ -373,17 +401,21 @@ _EXPORTER_TLS = {
 }
 
 
-def _redis_tls(spec: dict[str, Any], main: dict[str, Any], volumes: list[dict[str, Any]]) -> TlsDetection:
+def _redis_tls(spec: dict[str, Any], main: dict[str, Any], volumes: list[dict[str, Any]], envs: EnvIndex) -> TlsDetection:
     words = _words(main)
-    env = {name: e.get("value") for name, e in _env(main).items() if isinstance(e.get("value"), str)}
+    main_env = envs(main)
+
+    def literal(name: str) -> str | None:
+        return _literal(main_env, name)
+
     result = TlsDetection()
     tls_port = _int(_flag(words, "--tls-port"))
     if tls_port is not None and _flag(words, "--port") == "0":
         result.reason, result.port = "args --port 0 --tls-port", tls_port
-    elif str(env.get("REDIS_TLS_ENABLED", "")).lower() in _TRUE:
+    elif (literal("REDIS_TLS_ENABLED") or "").lower() in _TRUE:
         # bitnami: the TLS listener replaces the plain one (port 0) when both use the same number.
         result.reason = "env REDIS_TLS_ENABLED"
-        result.port = _int(env.get("REDIS_TLS_PORT_NUMBER")) or _int(env.get("REDIS_TLS_PORT"))
+        result.port = _int(literal("REDIS_TLS_PORT_NUMBER")) or _int(literal("REDIS_TLS_PORT"))
     else:
         ports = {p["name"]: p.get("containerPort") for p in main.get("ports") or []
                  if isinstance(p, dict) and isinstance(p.get("name"), str)}
@@ -394,16 +426,16 @@ def _redis_tls(spec: dict[str, Any], main: dict[str, Any], volumes: list[dict[st
             result.reason, result.port = f"port {quoted(tls_named[0])} is the only port", ports[tls_named[0]]
     if not result.enabled:
         return result
-    paths = {"ca": env.get("REDIS_TLS_CA_FILE") or _flag(words, "--tls-ca-cert-file"),
-             "cert": env.get("REDIS_TLS_CERT_FILE") or _flag(words, "--tls-cert-file"),
-             "key": env.get("REDIS_TLS_KEY_FILE") or _flag(words, "--tls-key-file")}
+    paths = {"ca": literal("REDIS_TLS_CA_FILE") or _flag(words, "--tls-ca-cert-file"),
+             "cert": literal("REDIS_TLS_CERT_FILE") or _flag(words, "--tls-cert-file"),
+             "key": literal("REDIS_TLS_KEY_FILE") or _flag(words, "--tls-key-file")}
     for attr, path in paths.items():
         if path:
             setattr(result, attr, secret_file(main, path, volumes))
     # redis.conf may sit in a ConfigMap (redis-ha): an exporter in the pod names the same files.
     for attr, (env_name, flag) in _EXPORTER_TLS.items():
         for container in _containers(spec):
-            path = _literal(container, env_name) or _flag(_words(container), flag)
+            path = _literal(envs(container), env_name) or _flag(_words(container), flag)
             if getattr(result, attr) is None and container is not main and path:
                 setattr(result, attr, secret_file(container, path, volumes))
     if result.ca is None:
@@ -411,25 +443,32 @@ def _redis_tls(spec: dict[str, Any], main: dict[str, Any], volumes: list[dict[st
     if result.ca is not None and result.cert is None and result.key is None:
         result.cert = SecretFile(result.ca.name, CERT_FILE)
         result.key = SecretFile(result.ca.name, KEY_FILE)
-    auth_clients = str(env.get("REDIS_TLS_AUTH_CLIENTS") or _flag(words, "--tls-auth-clients") or "yes").lower()
+    auth_clients = str(literal("REDIS_TLS_AUTH_CLIENTS") or _flag(words, "--tls-auth-clients") or "yes").lower()
     result.client_certs = auth_clients not in _FALSE and auth_clients != "optional"
     return result
 
 
-def _es_tls(spec: dict[str, Any], main: dict[str, Any], volumes: list[dict[str, Any]]) -> TlsDetection:
+def _es_tls(spec: dict[str, Any], main: dict[str, Any], volumes: list[dict[str, Any]], envs: EnvIndex) -> TlsDetection:
     result = TlsDetection()
-    http_ssl = (_setting(main, "xpack.security.http.ssl.enabled") or "").lower()
-    security = (_setting(main, "xpack.security.enabled") or "").lower()
-    env = {name: e.get("value") for name, e in _env(main).items() if isinstance(e.get("value"), str)}
+    main_env = envs(main)
+
+    def setting(name: str) -> str | None:
+        return _setting(main, main_env, name)
+
+    def literal(name: str) -> str | None:
+        return _literal(main_env, name)
+
+    http_ssl = (setting("xpack.security.http.ssl.enabled") or "").lower()
+    security = (setting("xpack.security.enabled") or "").lower()
     probes = str([main.get(p) for p in ("readinessProbe", "livenessProbe", "startupProbe")])
     image = str(main.get("image", ""))
     image_name, bitnami = _image_repository(image).rsplit("/", 1)[-1], "bitnami" in image
-    os_http_ssl = (_setting(main, "plugins.security.ssl.http.enabled") or "").lower()
+    os_http_ssl = (setting("plugins.security.ssl.http.enabled") or "").lower()
     if http_ssl in _FALSE or security in _FALSE or os_http_ssl in _FALSE:
         return result
     if http_ssl in _TRUE:
         result.reason = "xpack.security.http.ssl.enabled"
-    elif str(env.get("ELASTICSEARCH_ENABLE_REST_TLS", "")).lower() in _TRUE:
+    elif (literal("ELASTICSEARCH_ENABLE_REST_TLS") or "").lower() in _TRUE:
         result.reason = "env ELASTICSEARCH_ENABLE_REST_TLS"
     elif "https://" in probes or "'scheme': 'HTTPS'" in probes:
         result.reason = "the probes speak https"
@@ -439,13 +478,13 @@ def _es_tls(spec: dict[str, Any], main: dict[str, Any], volumes: list[dict[str, 
         # (bitnami's image keeps security off unless ELASTICSEARCH_ENABLE_SECURITY, handled above).
         result.reason = "the Elasticsearch 8 default"
     elif image_name == "opensearch" and not bitnami and os_http_ssl not in _FALSE \
-            and str(env.get("DISABLE_SECURITY_PLUGIN", "")).lower() not in _TRUE \
-            and (_setting(main, "plugins.security.disabled") or "").lower() not in _TRUE:
+            and (literal("DISABLE_SECURITY_PLUGIN") or "").lower() not in _TRUE \
+            and (setting("plugins.security.disabled") or "").lower() not in _TRUE:
         # The OpenSearch image's security plugin serves HTTPS with its demo certificates by default.
         result.reason = "plugins.security.ssl.http.enabled" if os_http_ssl in _TRUE else "the OpenSearch security default"
     if not result.enabled:
         return result
-    ca_path = _setting(main, "xpack.security.http.ssl.certificate_authorities") or env.get("ELASTICSEARCH_CA_CERT_LOCATION")
+    ca_path = setting("xpack.security.http.ssl.certificate_authorities") or literal("ELASTICSEARCH_CA_CERT_LOCATION")
     if ca_path:
         ca_path = ca_path.strip("[]\"' ").split(",")[0].strip("\"' ")
         if not ca_path.startswith("/"):
@@ -456,13 +495,14 @@ def _es_tls(spec: dict[str, Any], main: dict[str, Any], volumes: list[dict[str, 
     return result
 
 
-def detect_tls(spec: dict[str, Any], main: dict[str, Any] | None, backend: BackendConfig) -> TlsDetection:
+def detect_tls(spec: dict[str, Any], main: dict[str, Any] | None, backend: BackendConfig,
+               envs: EnvIndex | None = None) -> TlsDetection:
     """Whether the datastore serves TLS only, on which port, and which Secret holds its CA."""
     if main is None or backend.tls is None:
         return TlsDetection()
     volumes = [v for v in spec.get("volumes") or [] if isinstance(v, dict)]
     detect = {"redis": _redis_tls, "elasticsearch": _es_tls}[backend.tls.detect]
-    return detect(spec, main, volumes)
+    return detect(spec, main, volumes, envs or EnvIndex())
 
 
 def tls_secret_names(tls: TlsDetection) -> frozenset[str]:

@@ -31,6 +31,7 @@ from webhook.engine.detect import (
     CERT_FILE,
     KEY_FILE,
     TLS_MOUNT_PATH,
+    EnvIndex,
     SecretFile,
     TlsDetection,
     detect_backend_port,
@@ -106,12 +107,12 @@ def spec_hash(container: dict[str, Any], volumes: list[dict[str, Any]]) -> str:
 
 
 def _tls_detection(spec: dict[str, Any], main: dict[str, Any] | None, backend: BackendConfig,
-                   overrides: Overrides) -> TlsDetection:
+                   overrides: Overrides, envs: EnvIndex) -> TlsDetection:
     """What the pod says, then the annotations: ``tls: "false"`` wins; ``tls: "true"`` or a
     ``tls-secret`` turns TLS on; ``tls-secret`` replaces the detected certificate Secret."""
     if overrides.tls is False or backend.tls is None:
         return TlsDetection()
-    tls = detect_tls(spec, main, backend)
+    tls = detect_tls(spec, main, backend, envs)
     if not tls.enabled and (overrides.tls or overrides.tls_secret):
         tls.reason = f"annotation {ANNOTATION_TLS if overrides.tls else ANNOTATION_TLS_SECRET}"
         # Redis requires client certificates unless told otherwise (tls-auth-clients defaults to yes).
@@ -177,6 +178,7 @@ def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overr
     spec = pod.get("spec") or {}
     warnings: list[str] = []
     main = find_main_container(spec, backend)
+    envs = EnvIndex()  # each container's env map is built once for all the detections below
     port = overrides.port or backend.port
     backend_port = overrides.backend_port or detect_backend_port(main, backend)
 
@@ -188,7 +190,7 @@ def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overr
     ]
     password_ref: dict[str, Any] | None
     username_ref: dict[str, Any] | None = None
-    tls = _tls_detection(spec, main, backend, overrides)
+    tls = _tls_detection(spec, main, backend, overrides, envs)
     if tls.port is not None and overrides.backend_port is None:
         backend_port = tls.port
         env[1] = {"name": backend.port_env, "value": str(backend_port)}
@@ -203,7 +205,7 @@ def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overr
             "key": overrides.password_secret.key or backend.password_secret_key,
         }
     else:
-        found = detect_password(spec, main, backend, tls_secret_names(tls))
+        found = detect_password(spec, main, backend, tls_secret_names(tls), envs)
         password_ref, username_ref = found.ref, found.username_ref
         warnings.extend(found.warnings)
     if password_ref is not None:

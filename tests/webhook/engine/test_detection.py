@@ -235,3 +235,18 @@ def test_requirepass_variable_from_env_from(env_from, expected) -> None:
         assert "REDIS_PASSWORD" not in env and "envFrom Secret a" in result.warnings[0]
     else:
         assert env["REDIS_PASSWORD"] == {"secretKeyRef": expected} and result.warnings == []
+
+
+def test_a_repeated_env_name_counts_by_its_last_entry() -> None:
+    """Detection reads each container's env through one map per pod; a name given twice is read as
+    its last entry (as before the map was shared), in the password and the TLS settings alike."""
+    pod = {"metadata": {"labels": {"mcp-sidecar.dox/backend": "redis"}}, "spec": {
+        "containers": [{"name": "redis", "image": "bitnami/redis:7", "env": [
+            {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "old", "key": "pw"}}},
+            {"name": "REDIS_TLS_ENABLED", "value": "yes"},
+            *({"name": f"APP_{i}", "value": "x"} for i in range(500)),
+            {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "new", "key": "pw"}}},
+            {"name": "REDIS_TLS_ENABLED", "value": "no"}]}]}}
+    result, env, _ = _inject(pod)
+    assert env["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "new", "key": "pw"}}
+    assert "REDIS_TLS" not in env and not any("TLS" in w for w in result.warnings)
