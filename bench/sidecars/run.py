@@ -1,6 +1,7 @@
 """Side-by-side benchmark of the MCP sidecars against their peers, on one machine, in one run.
 
     .venv/bin/python bench/sidecars/run.py            # writes bench/sidecars/results.{json,md}
+    .venv/bin/python bench/sidecars/run.py --allocators   # and idle RSS under allocator settings
 
 Same backends (a real redis-server and a real Elasticsearch 8 node from tests/backends), same client
 (bench/sidecars/mcpclient.py: plain JSON-RPC over one keep-alive HTTP connection per client) for:
@@ -115,6 +116,8 @@ class Result:
     load: dict = field(default_factory=dict)
     peak_rss_mib: float | None = None
     errors: int = 0
+    #: 1-minute load average when this server's measurement started (the machine is shared).
+    load_1min: float | None = None
 
 
 async def _client_loop(url: str, tool: str, args: dict, calls: int, latencies: list[float], errors: list[str]) -> None:
@@ -193,7 +196,7 @@ def first_call_time(proc: SidecarProcess, tool: str, args: dict, t_spawn: float,
 
 def measure(name: str, transport: str, proc: SidecarProcess, tool: str, args: dict) -> Result:
     log(f"{name}: starting")
-    res = Result(name=name, transport=transport, tool=tool)
+    res = Result(name=name, transport=transport, tool=tool, load_1min=round(os.getloadavg()[0], 2))
     t_spawn = time.monotonic()
     proc.start(timeout=60)
     res.start_listen_s = round(proc.started_in, 3)
@@ -216,7 +219,8 @@ def measure(name: str, transport: str, proc: SidecarProcess, tool: str, args: di
 async def redis_floor(port: int) -> Result:
     import redis.asyncio as aioredis
 
-    res = Result(name="redis.asyncio direct (floor)", transport="RESP, no MCP", tool="GET")
+    res = Result(name="redis.asyncio direct (floor)", transport="RESP, no MCP", tool="GET",
+                 load_1min=round(os.getloadavg()[0], 2))
     r = aioredis.Redis(host="127.0.0.1", port=port, max_connections=128)
     for _ in range(50):
         await r.get("bench:key")
@@ -261,8 +265,8 @@ def markdown(results: list[Result], meta: dict) -> str:
     lines = [
         "| server | transport | tool | start→listen | start→first result | idle RSS | "
         "p50 / p99 (1,000 sequential) | RSS after 1,000 | 32 clients p50 / p99, peak RSS | "
-        "100 clients p95, errors | peak RSS (VmHWM) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "100 clients p95, errors | peak RSS (VmHWM) | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         c32, c100 = r.load.get(32, {}), r.load.get(100, {})
@@ -270,16 +274,61 @@ def markdown(results: list[Result], meta: dict) -> str:
             f"| {r.name} | {r.transport} | `{r.tool}` | {f(r.start_listen_s, ' s')} | {f(r.start_first_call_s, ' s')} | "
             f"{f(r.idle_rss_mib, ' MiB')} | {f(r.seq_p50_ms)} / {f(r.seq_p99_ms)} ms | {f(r.rss_after_1000_mib, ' MiB')} | "
             f"{f(c32.get('p50_ms'))} / {f(c32.get('p99_ms'))} ms, {f(c32.get('peak_rss_mib'), ' MiB')} | "
-            f"{f(c100.get('p95_ms'), ' ms')}, {c100.get('errors', '–')} errors | {f(r.peak_rss_mib, ' MiB')} |")
+            f"{f(c100.get('p95_ms'), ' ms')}, {c100.get('errors', '–')} errors | {f(r.peak_rss_mib, ' MiB')} | "
+            f"{f(r.load_1min)} |")
     lines += ["", "Image payload (the venv the image copies, built by sidecars/requirements/build_venv.sh, "
               "measured with `du -s --block-size=1`): " + ", ".join(f"{k} {v:.1f} MiB"
                                                                   for k, v in meta["payload_mib"].items())]
+    if meta.get("allocators"):
+        lines += ["", "mcp-redis idle RSS by allocator setting (after start, 200 calls, 3 s; 3 runs each):", "",
+                  "| setting | idle RSS (MiB) |", "|---|---|"]
+        lines += [f"| `{row['setting']}` | {', '.join(map(str, row['idle_rss_mib']))} |" for row in meta["allocators"]]
     return "\n".join(lines)
+
+
+#: Allocator settings tried on the idle sidecar (--allocators); the image ships MALLOC_ARENA_MAX=2.
+ALLOCATORS = [
+    {"MALLOC_ARENA_MAX": "2"},
+    {"MALLOC_ARENA_MAX": "1"},
+    {"MALLOC_ARENA_MAX": "2", "PYTHONMALLOC": "malloc"},
+    {"MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_TOP_PAD_": "0"},
+    {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "65536"},
+]
+
+
+def allocator_rss(venv: Path, port: int, runs: int = 3) -> list[dict]:
+    """Idle RSS of our Redis sidecar (after start, 200 calls and 3 s) under each allocator setting."""
+    rows = []
+    for setting in ALLOCATORS:
+        rss = []
+        for _ in range(runs):
+            proc = SidecarProcess("redis", {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(port), **setting},
+                                  command=[str(venv / "bin/mcp-redis")])
+            try:
+                proc.start(timeout=60)
+                asyncio.run(_calls(proc.url, "get", {"key": "bench:key"}, 200))
+                time.sleep(3)
+                rss.append(round(status_kib(proc.proc.pid, "VmRSS") / 1024, 1))
+            finally:
+                proc.close()
+        rows.append({"setting": " ".join(f"{k}={v}" for k, v in setting.items()), "idle_rss_mib": rss})
+        log(f"allocator {rows[-1]}")
+    return rows
+
+
+async def _calls(url: str, tool: str, args: dict, n: int) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        client = McpHttpClient(url, http, token=DEFAULT_TOKEN)
+        await client.initialize()
+        for _ in range(n):
+            await client.call(tool, args)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["redis", "elasticsearch"], help="run one backend only")
+    parser.add_argument("--allocators", action="store_true",
+                        help="also measure the Redis sidecar's idle RSS under several allocator settings")
     opts = parser.parse_args()
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "payload_mib": {}}
     backends = [opts.only] if opts.only else ["redis", "elasticsearch"]
@@ -303,6 +352,8 @@ def main() -> None:
                 finally:
                     proc.close()
             results.append(asyncio.run(redis_floor(redis.port)))
+            if opts.allocators:
+                meta["allocators"] = allocator_rss(venvs["redis"], redis.port)
     if "elasticsearch" in backends:
         with ElasticsearchNode() as node:
             node.request("PUT", "/bench", {"settings": {"number_of_replicas": 0}})

@@ -10,6 +10,7 @@ import sys
 from typing import Callable
 
 from mcp.server import MCPServer
+from mcp.server.request_state import InvalidRequestState, RequestStateSecurity
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -49,7 +50,8 @@ class Sidecar:
         self.health = Health(backend, self.metrics, timeout=min(settings.backend_timeout, 3.0))
         # Tools only: no subscriptions/listen (the tool list never changes), no prompt/resource handlers.
         self.server = MCPServer(name, instructions=instructions, version=__version__, log_level=settings.log_level,
-                                subscriptions=False)
+                                subscriptions=False,
+                                request_state_security=RequestStateSecurity(codec=NoRequestState()))
         tools_only(self.server)
         self.registry = ToolRegistry(
             self.server, backend=backend, health=self.health, metrics=self.metrics, read_only=settings.read_only
@@ -98,14 +100,15 @@ class Sidecar:
         return AccessControl(app, auth=self.auth, allowed_origins=self.settings.allowed_origins)
 
     async def serve(self) -> None:
-        import uvicorn
+        from uvicorn.config import Config
+        from uvicorn.server import Server
 
-        config = uvicorn.Config(
+        config = Config(
             self.asgi_app(), host=self.settings.host, port=self.settings.port, access_log=False,
             log_level="warning", lifespan="on", timeout_graceful_shutdown=3, server_header=False,
             http=guarded_protocol(request_timeout=REQUEST_TIMEOUT_SECONDS, max_connections=MAX_CONNECTIONS),
         )
-        server = uvicorn.Server(config)
+        server = Server(config)
         audit.event("startup", backend=self.backend.name, port=self.settings.port, read_only=self.settings.read_only,
                     tools=len(self.registry.names), auth=self.auth.state(),
                     auth_source=("file" if self.settings.auth_token_file else "env") if self.auth.enabled else None)
@@ -114,6 +117,19 @@ class Sidecar:
             await server.serve()
         finally:
             await self.backend.close()
+
+
+class NoRequestState:
+    """The request-state codec of a server that never asks the client for input mid-call (no tool
+    does): it issues no request state and refuses every token (the SDK answers such a request with
+    its invalid-state error). Instead of the SDK's default AES-GCM codec, which would load
+    ``cryptography`` (~6 MiB) for nothing (lean_imports.py)."""
+
+    def seal(self, payload: bytes) -> str:
+        raise RuntimeError("this server issues no request state")
+
+    def unseal(self, token: str) -> bytes:
+        raise InvalidRequestState("this server issues no request state")
 
 
 class CompleteBody:

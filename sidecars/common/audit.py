@@ -2,6 +2,10 @@
 
 Only argument *names* are logged, never values: a value may be a password, a document or a key
 that is itself sensitive.
+
+The lines are written to stdout directly, not through ``logging``: a LogRecord (caller lookup by
+walking the stack, thread and process names, handler locks) cost more than the rest of the audit on
+every call. Until :func:`configure` runs (the sidecar starting), nothing is written, as before.
 """
 
 from __future__ import annotations
@@ -11,16 +15,23 @@ import logging
 import sys
 import time
 
-_logger = logging.getLogger("mcp.audit")
+_stream = None
+
+
+def _write(line: str) -> None:
+    if _stream is None:
+        return
+    try:
+        _stream.write(line + "\n")
+        _stream.flush()
+    except (OSError, ValueError):  # stdout gone: a lost audit line must not fail the call (as logging did)
+        pass
 
 
 def configure(level: str) -> None:
-    """Send audit lines unformatted to stdout and keep the SDK's own loggers quiet."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    _logger.handlers[:] = [handler]
-    _logger.propagate = False
-    _logger.setLevel(logging.INFO)
+    """Send audit lines to stdout and keep the SDK's own loggers quiet."""
+    global _stream
+    _stream = sys.stdout
     root = logging.getLogger()
     root.setLevel(level)
     # The SDK and httpx log every request at INFO; that costs latency and buries the audit trail.
@@ -40,9 +51,9 @@ def tool_call(tool: str, duration_s: float, outcome: str, arg_names: list[str], 
     }
     if error:
         record["error"] = error[:300]
-    _logger.info(json.dumps(record, separators=(",", ":")))
+    _write(json.dumps(record, separators=(",", ":")))
 
 
 def event(name: str, **fields: object) -> None:
     """A structured lifecycle line (startup, backend state change)."""
-    _logger.info(json.dumps({"ts": round(time.time(), 3), "event": name, **fields}, separators=(",", ":"), default=str))
+    _write(json.dumps({"ts": round(time.time(), 3), "event": name, **fields}, separators=(",", ":"), default=str))

@@ -14,7 +14,8 @@ import functools
 import ssl
 from typing import Any, Callable, Mapping
 
-import redis.asyncio as aioredis
+from redis.asyncio.client import Redis
+from redis.asyncio.connection import BlockingConnectionPool, Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -48,7 +49,7 @@ class WriteOutcomeUnknown(RedisError):
         self.cause = cause
 
 
-class BusyAwarePool(aioredis.BlockingConnectionPool):
+class BusyAwarePool(BlockingConnectionPool):
     async def get_connection(self, *args, **options):
         try:
             return await super().get_connection(*args, **options)
@@ -58,7 +59,27 @@ class BusyAwarePool(aioredis.BlockingConnectionPool):
             raise
 
 
-class TlsConnection(aioredis.SSLConnection):
+class DirectWrites:
+    """Writes a command without redis-py's per-write ``asyncio.wait_for``, which wraps every write in
+    a new Task (the largest cost of a small call after the round trip). Every use of the connection
+    is already under one deadline: the tool call's (``RedisBackend.bounded``) or the health check's;
+    a write cancelled by it disconnects the connection (redis-py's own ``except BaseException``), so
+    no reply can be read by the wrong command. Reads keep ``socket_timeout``."""
+
+    async def send_packed_command(self, command, check_health: bool = True) -> None:
+        timeout, self.socket_timeout = self.socket_timeout, None
+        try:
+            await super().send_packed_command(command, check_health)
+        finally:
+            if self.socket_timeout is None:  # unless redis-py changed it meanwhile
+                self.socket_timeout = timeout
+
+
+class PlainConnection(DirectWrites, Connection):
+    pass
+
+
+class TlsConnection(DirectWrites, SSLConnection):
     """An SSLConnection on our own context (sidecars/common/tls.py): the chain is always verified,
     the hostname only against REDIS_TLS_SERVER_NAME, which is also sent as SNI."""
 
@@ -91,7 +112,7 @@ class RedisBackend:
         limits = limits or Limits()
         # GETRANGE asks for MCP_MAX_VALUE_BYTES + 1; INFO, JSON.GET may be up to a whole result.
         element_cap = max(limits.max_value_bytes + 1, limits.max_result_bytes)
-        kwargs: dict = {}
+        kwargs: dict = {"connection_class": PlainConnection}
         if settings.tls:
             kwargs.update(connection_class=TlsConnection, tls_context=redis_tls_context(settings))
         pool = BusyAwarePool(
@@ -109,7 +130,7 @@ class RedisBackend:
             parser_class=capped_parser(element_cap, max(REPLY_CAP, element_cap), head_cap=limits.max_value_bytes + 1),
             **kwargs,
         )
-        self.client = aioredis.Redis.from_pool(pool)
+        self.client = Redis.from_pool(pool)
 
     async def ping(self) -> None:
         await self.client.ping()
