@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import re
 import shutil
 import signal
 import ssl
@@ -61,6 +62,7 @@ from tests.support.webhook_process import WebhookProcess  # noqa: E402
 RESULTS = HERE / "PEERS_RESULTS.md"
 NAMESPACES = {"none": "storm-none", "ours": "storm-ours", "kyverno": "storm-kyverno"}
 TARGET_SLOWDOWN = 0.10
+API_TIMEOUT = 120  # s; a 1,000-pod deletecollection under load takes longer than the default 10 s
 
 
 def deployment(name: str, replicas: int) -> dict:
@@ -78,13 +80,13 @@ def delete_admission_reports(cp: ControlPlane, ns: str) -> int:
     them (it does not run here). Otherwise they pile up to --maxAdmissionReports (1,000) and Kyverno
     stops writing them, so later storms would be cheaper than the first. Returns how many there were."""
     path = f"/apis/reports.kyverno.io/v1/namespaces/{ns}/ephemeralreports"
-    status, body = cp.request("GET", path)
+    status, body = cp.request("GET", path, timeout=API_TIMEOUT)
     if status != 200:  # Kyverno's CRDs not installed (--no-kyverno)
         return 0
     n = len(body.get("items") or [])
     if n:
-        cp.request("DELETE", path)
-        cp.wait_for(lambda: not cp.request("GET", path)[1].get("items"), 60, f"EphemeralReports in {ns} gone")
+        cp.request("DELETE", path, timeout=API_TIMEOUT)
+        cp.wait_for(lambda: not cp.request("GET", path, timeout=API_TIMEOUT)[1].get("items"), 60, f"EphemeralReports in {ns} gone")
     return n
 
 
@@ -176,7 +178,7 @@ class Storm:
         self.reports_left: dict[str, int] = {}
 
     def pod_count(self, ns: str) -> int:
-        status, body = self.cp.request("GET", f"/api/v1/namespaces/{ns}/pods?limit=1")
+        status, body = self.cp.request("GET", f"/api/v1/namespaces/{ns}/pods?limit=1", timeout=API_TIMEOUT)
         if status != 200:
             raise RuntimeError(f"list pods in {ns}: {status}")
         return len(body["items"]) + int(body["metadata"].get("remainingItemCount") or 0)
@@ -185,12 +187,12 @@ class Storm:
         """Delete Deployments and ReplicaSets orphaning their pods, then all pods at once."""
         for kind in ("deployments", "replicasets"):
             status, body = self.cp.request("DELETE", f"/apis/apps/v1/namespaces/{ns}/{kind}",
-                                           {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Orphan"})
+                                           {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Orphan"}, timeout=API_TIMEOUT)
             if status != 200:
                 raise RuntimeError(f"deletecollection {kind} in {ns}: {status} {body}")
-        self.cp.wait_for(lambda: not self.cp.request("GET", f"/apis/apps/v1/namespaces/{ns}/replicasets")[1]["items"],
+        self.cp.wait_for(lambda: not self.cp.request("GET", f"/apis/apps/v1/namespaces/{ns}/replicasets", timeout=API_TIMEOUT)[1]["items"],
                          60, f"ReplicaSets in {ns} gone")
-        status, body = self.cp.request("DELETE", f"/api/v1/namespaces/{ns}/pods?gracePeriodSeconds=0")
+        status, body = self.cp.request("DELETE", f"/api/v1/namespaces/{ns}/pods?gracePeriodSeconds=0", timeout=API_TIMEOUT)
         if status != 200:
             raise RuntimeError(f"deletecollection pods in {ns}: {status} {body}")
         self.cp.wait_for(lambda: self.pod_count(ns) == 0, 120, f"pods in {ns} gone")
@@ -199,13 +201,13 @@ class Storm:
     def run_one(self, mode: str, run: int, timeout: float) -> dict:
         ns = NAMESPACES[mode]
         name = f"storm-{run}"
-        status, body = self.cp.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", deployment(name, 0))
+        status, body = self.cp.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", deployment(name, 0), timeout=API_TIMEOUT)
         if status != 201:
             raise RuntimeError(f"create Deployment {ns}/{name}: {status} {body}")
-        self.cp.wait_for(lambda: self.cp.request("GET", f"/apis/apps/v1/namespaces/{ns}/replicasets")[1]["items"],
+        self.cp.wait_for(lambda: self.cp.request("GET", f"/apis/apps/v1/namespaces/{ns}/replicasets", timeout=API_TIMEOUT)[1]["items"],
                          60, f"the ReplicaSet of {ns}/{name}")
         time.sleep(self.settle)
-        _, pods = self.cp.request("GET", f"/api/v1/namespaces/{ns}/pods")
+        _, pods = self.cp.request("GET", f"/api/v1/namespaces/{ns}/pods", timeout=API_TIMEOUT)
         watch = PodWatch(self.cp, ns, pods["metadata"]["resourceVersion"], self.replicas)
         watch.start()
         watch.opened.wait(30)
@@ -213,7 +215,7 @@ class Storm:
         t0 = time.monotonic()
         status, body = self.cp.request(
             "PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
-            {"spec": {"replicas": self.replicas}}, content_type="application/merge-patch+json")
+            {"spec": {"replicas": self.replicas}}, content_type="application/merge-patch+json", timeout=API_TIMEOUT)
         if status != 200:
             raise RuntimeError(f"scale {ns}/{name}: {status} {body}")
         finished = watch.done.wait(timeout)
@@ -246,6 +248,18 @@ class Storm:
             k = r % len(modes)
             for mode in modes[k:] + modes[:k]:
                 self.results.append(self.run_one(mode, r + 1, timeout))
+
+
+def failed_open_calls(apiserver_log: Path) -> dict[str, int]:
+    """'Failed calling webhook, failing open NAME: ... REASON' lines in the API server log, per name and reason."""
+    counts: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in apiserver_log.read_text(errors="replace").splitlines():
+            m = re.search(r"Failed calling webhook, failing open ([^:]+):.*?(context deadline exceeded|connection refused|EOF)?$", line)
+            if m:
+                key = f"{m.group(1)} ({m.group(2) or 'other error'})"
+                counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def copy_logs(log_dir: Path, cp: ControlPlane, hook: WebhookProcess, kyverno: KyvernoProcess | None) -> None:
@@ -316,9 +330,16 @@ def report(args: argparse.Namespace, storm: Storm, modes: list[str], extra: dict
     lines.append("- The API server dropped the pod watch (a watcher falling behind the burst) and it was resumed "
                  f"from a LIST in: {', '.join(resumed) if resumed else 'no storm'}; pods found by that LIST count "
                  "as seen when it returned (a slightly late stop of the clock).")
-    bad = [f"{r['mode']} run {r['run']}" for r in storm.results if not r["verified"]]
-    lines.append(f"- Verified: {'every' if not bad else 'NOT every'} watched pod of the ours/Kyverno storms carries "
-                 f"`mcp-sidecar` and no pod of the none storms does" + (f" (failed: {bad})" if bad else "") + ".")
+    failed = extra.get("failed_open") or {}
+    lines.append("- Webhook calls that failed and were let through without mutation (failurePolicy Ignore), from "
+                 "the API server log: " + ("; ".join(f"`{k}`: {v}" for k, v in sorted(failed.items())) or "none") + ".")
+    for m in modes:
+        runs = [r for r in storm.results if r["mode"] == m]
+        ok = all(r["verified"] for r in runs)
+        what = "carries `mcp-sidecar`" if m != "none" else "is without `mcp-sidecar`"
+        lines.append(f"- Verified ({m}): {'every' if ok else 'NOT every'} watched pod {what}"
+                     + ("" if ok else " — with sidecar per run: " + ", ".join(
+                         f"{r['with_sidecar']}/{r['pods']}" for r in runs)) + ".")
     if extra.get("ephemeral_reports") is not None:
         lines.append(f"- Kyverno wrote {extra['ephemeral_reports']} admission reports (EphemeralReports) in its "
                      f"{args.runs} storms (deleted after every storm, as its reports controller, which does not run "
@@ -387,6 +408,7 @@ def main() -> int:
             storm.run(modes, args.runs, args.storm_timeout)
             if not args.no_kyverno:
                 extra["ephemeral_reports"] = storm.reports_left.get(NAMESPACES["kyverno"], 0)
+            extra["failed_open"] = failed_open_calls(cp.components["kube-apiserver"].log_path)
     finally:
         signal.alarm(0)
     extra["load_after"] = load()
@@ -397,7 +419,8 @@ def main() -> int:
         fh.write(("# Against the real peer: Kyverno (bench/cluster/bench_peers.py, rollout_storm.py)\n\n" if new else "\n")
                  + text)
     log(f"appended to {args.out}")
-    return 0 if all(r["verified"] for r in storm.results) else 1
+    # A Kyverno shortfall (calls timing out under the storm, failing open) is a result, not a broken bench.
+    return 0 if all(r["verified"] for r in storm.results if r["mode"] != "kyverno") else 1
 
 
 if __name__ == "__main__":
