@@ -36,7 +36,7 @@ MAX_BODY_BYTES = 1024 * 1024
 #: Request body bytes held by requests in flight, all connections together (a body is held until its
 #: request is answered; its parsed forms cost ~4x its size): 4 full 1 MiB bodies at once, while small
 #: calls (a few KiB) never meet it. Over it: 503. Measured: 192 concurrent 1 MiB calls peak at ~25
-#: MiB over the ~75 MiB idle RSS (tests/security/test_slowloris.py).
+#: MiB over the idle RSS (~75 MiB then, 64 MiB since lean_imports.py) (tests/security/test_slowloris.py).
 MAX_INFLIGHT_BODY_BYTES = 4 * 1024 * 1024
 
 

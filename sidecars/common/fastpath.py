@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent
 from mcp_types.methods import serialize_server_result
@@ -30,6 +31,10 @@ class FastToolCalls:
         self.app = app
         self.server = server
         self.path = path
+        # What the SDK's call_tool builds for every call when given no context (a pydantic model: a
+        # tenth of the short path's own work). Built once: it holds no request state, and no tool
+        # takes a context argument (tools.ToolRegistry registers plain keyword functions).
+        self.context = Context(mcp_server=server, subscriptions=getattr(server, "_subscriptions", None))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
@@ -64,7 +69,7 @@ class FastToolCalls:
     async def _call(self, name: str, arguments: dict) -> CallToolResult:
         """Same outcome as the SDK's tools/call handler: errors become ``isError`` results."""
         try:
-            result = await self.server.call_tool(name, arguments)
+            result = await self.server.call_tool(name, arguments, self.context)
         except MCPError:
             raise
         except Exception as exc:  # noqa: BLE001 - ToolError and crashes alike, as the SDK does

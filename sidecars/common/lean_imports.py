@@ -2,8 +2,8 @@
 
 ``import mcp.server`` first runs ``mcp/__init__.py``, which imports the whole client side of the SDK
 (``Client``, ``ClientSession``, the stdio and session-group clients: ~70 modules, ~7 MiB of RSS) that a
-server never runs. ``uvicorn/__init__.py`` imports its command line (click), which a server started
-from Python never runs; ``httpx2`` (the SDK's HTTP client) only fetches URL resources and does OAuth,
+server never runs. ``uvicorn/__init__.py`` imports its command line, which a server started from
+Python never runs (click still comes, through sse_starlette's import of ``uvicorn.main``); ``httpx2`` (the SDK's HTTP client) only fetches URL resources and does OAuth,
 neither served here; redis-py's ``__init__`` files import the sync, cluster and sentinel clients
 (sidecars/redis/__init__.py). :func:`defer_package_init` registers such a package with its ``__path__`` only:
 its submodules import as usual (``mcp.server``, ``uvicorn.config``), and the first access to any other

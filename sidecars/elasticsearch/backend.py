@@ -46,7 +46,7 @@ class ElasticsearchBackend:
             auth["basic_auth"] = (settings.username, settings.password)
         # What one answer may be: twice the result budget on the wire (raw answers carry metadata and
         # whole documents that are cut afterwards) and 16x as Python objects. With the 1 MiB default,
-        # 2 MiB and 16 MiB: an idle sidecar is ~90 MiB of a 128Mi limit.
+        # 2 MiB and 16 MiB: an idle sidecar is ~76 MiB of a 128Mi limit.
         self.read_cap = 2 * max_result_bytes
         self.parse_cap = 16 * max_result_bytes
         tls: dict = {}
