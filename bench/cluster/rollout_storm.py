@@ -280,7 +280,7 @@ def report(args: argparse.Namespace, storm: Storm, modes: list[str], extra: dict
     cmd = " ".join([".venv/bin/python bench/cluster/rollout_storm.py", *sys.argv[1:]])
     whos = list(storm.pids)
     lines = [
-        f"## Rollout storm: Deployment scaled 0 -> {args.replicas}, ours vs Kyverno vs none — run started "
+        f"## Rollout storm: Deployment scaled 0 -> {args.replicas}, {' vs '.join(modes)} — run started "
         f"{extra['started']} UTC",
         "",
         f"- Command: `{cmd}`",
