@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 
 from elastic_transport import ConnectionError as TransportConnectionError, ConnectionTimeout
@@ -54,6 +55,9 @@ class ElasticsearchBackend:
             tls["ssl_context"] = es_tls_context(settings)
             if not settings.verify_certs:
                 tls["ssl_show_warn"] = False  # announce() said it once at start, not once per node
+        # The client opens an OpenTelemetry span per request; with no OTel SDK in the image every span is
+        # a non-recording one, built and entered for nothing on each call. Off unless set explicitly.
+        os.environ.setdefault("OTEL_PYTHON_INSTRUMENTATION_ELASTICSEARCH_ENABLED", "false")
         self.client = AsyncElasticsearch(
             settings.url,
             request_timeout=timeout,
