@@ -4,6 +4,7 @@
     .venv/bin/python bench/cluster/rollout_storm.py --runs 2 --replicas 500
     .venv/bin/python bench/cluster/rollout_storm.py --webhook-arg=--workers --webhook-arg=2
     .venv/bin/python bench/cluster/rollout_storm.py --no-kyverno      # ours vs none only
+    .venv/bin/python bench/cluster/rollout_storm.py --modes none,ours,ours-h2   # + our app on HTTP/2 (H2_STORM.md)
 
 One control plane (tests/cluster: etcd, kube-apiserver, kube-controller-manager; no scheduler and no
 kubelet, so pods stay Pending), our admission server (as tests/support/webhook_process.py starts
@@ -22,8 +23,20 @@ in tests/cluster; --kcm-arg overrides it). Every watched pod is checked for the 
 deleted with orphaning and the pods with one deletecollection, and the run waits until the namespace
 is empty plus --settle seconds. Modes alternate (the order rotates every run).
 
+Mode ours-h2 (bench-only, bench/cluster/h2_server.py): the same admission app served by hypercorn
+with TLS ALPN h2, so the API server multiplexes its calls over HTTP/2 instead of opening HTTP/1.1
+connections; mode ours-hc1 is that server offering only http/1.1 (the control: hypercorn without
+HTTP/2); --h2-arg passes both extra arguments.
+
+--serial N (mode ours-h2/ours-hc1 runs; default 0 = off): after the storms, N pod creates per mode
+(after 20 discarded warm-ups per mode), serially over one keep-alive connection, modes interleaved pod
+by pod in rotating order, as bench_peers.py measures pod-create latency; p50/p90/p99 per mode and
+each webhook's CPU-ms per create.
+
 During each storm, CPU seconds and peak RSS of every webhook process tree (/proc, sampled every
-50 ms) and the CPU seconds of kube-apiserver and kube-controller-manager are recorded.
+50 ms), the CPU seconds of kube-apiserver and kube-controller-manager, and the TCP connections to
+each webhook's port (`ss` every 50 ms: client ends seen, a lower bound, and the most open at once)
+are recorded.
 
 Prints a Markdown section and appends it to bench/cluster/PEERS_RESULTS.md (--out to change).
 """
@@ -52,15 +65,21 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "peers" / "kyverno"))
 
 from bench_peers import our_namespace_selector  # noqa: E402
-from bench_pod_create import Timeout, has_sidecar, load, log, machine, pod_body  # noqa: E402
+from bench_pod_create import ApiClient, Timeout, has_sidecar, load, log, machine, pod_body, summary  # noqa: E402
+from conn_sampler import ConnSampler  # noqa: E402
+from h2_server import H2WebhookProcess  # noqa: E402
 from kyverno_process import KyvernoProcess, ensure_built  # noqa: E402
-from proctree import TreeSampler  # noqa: E402
+from proctree import TreeSampler, cpu_seconds, descendants  # noqa: E402
 
 from tests.cluster.controlplane import ControlPlane, ensure_binaries, pinned_kubernetes_version  # noqa: E402
 from tests.support.webhook_process import WebhookProcess  # noqa: E402
 
 RESULTS = HERE / "PEERS_RESULTS.md"
-NAMESPACES = {"none": "storm-none", "ours": "storm-ours", "kyverno": "storm-kyverno"}
+NAMESPACES = {"none": "storm-none", "ours": "storm-ours", "ours-h2": "storm-ours-h2", "ours-hc1": "storm-ours-hc1",
+              "kyverno": "storm-kyverno"}
+WEBHOOKS = ("ours", "ours-h2", "ours-hc1", "kyverno")
+#: Bench-only hypercorn modes (h2_server.py) -> the ALPN protocols they offer.
+HYPERCORN_MODES = {"ours-h2": "h2,http/1.1", "ours-hc1": "http/1.1"}
 TARGET_SLOWDOWN = 0.10
 API_TIMEOUT = 120  # s; a 1,000-pod deletecollection under load takes longer than the default 10 s
 
@@ -172,8 +191,10 @@ class PodWatch(threading.Thread):
 
 
 class Storm:
-    def __init__(self, cp: ControlPlane, pids: dict[str, int], replicas: int, settle: float) -> None:
+    def __init__(self, cp: ControlPlane, pids: dict[str, int], replicas: int, settle: float,
+                 ports: dict[str, int] | None = None) -> None:
         self.cp, self.pids, self.replicas, self.settle = cp, pids, replicas, settle
+        self.ports = ports or {}  # webhook -> listening port, for the connection count
         self.results: list[dict] = []
         self.reports_left: dict[str, int] = {}
 
@@ -212,6 +233,7 @@ class Storm:
         watch.start()
         watch.opened.wait(30)
         samplers = {who: TreeSampler(pid).start() for who, pid in self.pids.items()}
+        conn_samplers = {who: ConnSampler(port).start() for who, port in self.ports.items()}
         t0 = time.monotonic()
         status, body = self.cp.request(
             "PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
@@ -220,6 +242,7 @@ class Storm:
             raise RuntimeError(f"scale {ns}/{name}: {status} {body}")
         finished = watch.done.wait(timeout)
         usage = {who: s.stop() for who, s in samplers.items()}
+        conns = {who: s.stop() for who, s in conn_samplers.items()}
         if watch.error:
             raise RuntimeError(f"watch failed: {watch.error}")
         if not finished:
@@ -232,12 +255,14 @@ class Storm:
             "with_sidecar": watch.with_sidecar,
             "watch_resumed": watch.resumed,
             "usage": usage,
+            "conns": conns,
         }
         expected = self.replicas if mode != "none" else 0
         result["verified"] = watch.with_sidecar == expected
         log(f"{mode} run {run}: {self.replicas} pods in {result['seconds']:.2f}s "
             f"(first after {result['first_pod_s']:.2f}s), {watch.with_sidecar} with mcp-sidecar, watch resumed {watch.resumed}x; "
-            + ", ".join(f"{who} {u['cpu_s']:.2f} CPU-s / {u['peak_rss_mb']:.0f} MB" for who, u in usage.items()))
+            + ", ".join(f"{who} {u['cpu_s']:.2f} CPU-s / {u['peak_rss_mb']:.0f} MB" for who, u in usage.items())
+            + (f"; {mode} connections >= {conns[mode]['distinct']} (at most {conns[mode]['peak_open']} open)" if mode in conns else ""))
         self.clean(ns)
         return result
 
@@ -248,6 +273,38 @@ class Storm:
             k = r % len(modes)
             for mode in modes[k:] + modes[:k]:
                 self.results.append(self.run_one(mode, r + 1, timeout))
+
+
+def serial_creates(cp: ControlPlane, modes: list[str], pids: dict[str, int], n: int, warmup: int = 20) -> dict:
+    """Pod-create latency (ms, request sent -> body read) per mode, serial over one keep-alive
+    connection, modes interleaved pod by pod in rotating order; and each webhook's CPU-ms per create."""
+    api = ApiClient(cp)
+    samples: dict[str, list[float]] = {m: [] for m in modes}
+    cpu = {m: 0.0 for m in modes if m in pids}
+    seq = 0
+    try:
+        for phase, count in (("warm-up", warmup), ("measured", n)):
+            trees = {m: descendants(pids[m]) for m in cpu}
+            cpu0 = {m: cpu_seconds(t) for m, t in trees.items()}
+            for i in range(count):
+                k = i % len(modes)
+                for mode in modes[k:] + modes[:k]:
+                    seq += 1
+                    status, raw, elapsed = api.call("POST", f"/api/v1/namespaces/{NAMESPACES[mode]}/pods",
+                                                    pod_body(f"serial-{seq}", labelled=True))
+                    if status != 201:
+                        raise RuntimeError(f"serial create in {mode}: HTTP {status}: {raw[:300]!r}")
+                    if has_sidecar(json.loads(raw)) != (mode != "none"):
+                        raise RuntimeError(f"serial create in {mode}: sidecar {'missing' if mode != 'none' else 'present'}")
+                    if phase == "measured":
+                        samples[mode].append(elapsed * 1000)
+            if phase == "measured":
+                cpu = {m: (cpu_seconds(t) - cpu0[m]) * 1000 / n for m, t in trees.items()}
+            for mode in modes:
+                api.call("DELETE", f"/api/v1/namespaces/{NAMESPACES[mode]}/pods?gracePeriodSeconds=0")
+    finally:
+        api.close()
+    return {"n": n, "warmup": warmup, "latency": {m: summary(v) for m, v in samples.items()}, "cpu_ms": cpu}
 
 
 def failed_open_calls(apiserver_log: Path) -> dict[str, int]:
@@ -262,13 +319,14 @@ def failed_open_calls(apiserver_log: Path) -> dict[str, int]:
     return counts
 
 
-def copy_logs(log_dir: Path, cp: ControlPlane, hook: WebhookProcess, kyverno: KyvernoProcess | None) -> None:
+def copy_logs(log_dir: Path, cp: ControlPlane, hooks: dict[str, WebhookProcess], kyverno: KyvernoProcess | None) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
-    files = [hook.log_file, *(c.log_path for c in cp.components.values())]
-    files += [kyverno.log_file] if kyverno is not None else []
-    for f in files:
+    files = [(f"{who}-{h.log_file.name}", h.log_file) for who, h in hooks.items()]
+    files += [(c.log_path.name, c.log_path) for c in cp.components.values()]
+    files += [(kyverno.log_file.name, kyverno.log_file)] if kyverno is not None else []
+    for name, f in files:
         with contextlib.suppress(OSError):
-            shutil.copy(f, log_dir / f.name)
+            shutil.copy(f, log_dir / name)
     log(f"logs copied to {log_dir}")
 
 
@@ -287,6 +345,8 @@ def report(args: argparse.Namespace, storm: Storm, modes: list[str], extra: dict
         f"- Machine: {machine()}; k8s {extra['k8s']}; kube-controller-manager `--kube-api-qps=200 "
         f"--kube-api-burst=400`{(' + ' + ' '.join(args.kcm_arg)) if args.kcm_arg else ''}; ours = `mcp-sidecar serve` "
         f"(uvicorn, TLS{', args ' + ' '.join(args.webhook_arg) if args.webhook_arg else ''})"
+        + "".join(f"; {m} = the same app on hypercorn 0.18 (TLS, ALPN {HYPERCORN_MODES[m]}, bench/cluster/h2_server.py"
+                  + (f", args {' '.join(args.h2_arg)}" if args.h2_arg else "") + ")" for m in modes if m in HYPERCORN_MODES)
         + (f"; Kyverno {extra['kyverno_version']} admission controller (chart-default flags"
            + (f" + {' '.join(args.kyverno_arg)}" if args.kyverno_arg else "") + ", out of cluster)"
            if "kyverno" in modes else ""),
@@ -295,19 +355,23 @@ def report(args: argparse.Namespace, storm: Storm, modes: list[str], extra: dict
         f"- Method: time from the scale PATCH until a pod watch has seen {args.replicas} pods ADDED; "
         f"{args.runs} runs per mode, modes alternating (order rotates per run); all webhooks running "
         "throughout, each mode's namespace selected by only its webhook (none: by neither). CPU = user+sys "
-        "seconds of the process tree over the storm; RSS = peak of the summed tree RSS (50 ms samples).",
+        "seconds of the process tree over the storm; RSS = peak of the summed tree RSS (50 ms samples); "
+        "conns = TCP connections to the storm's own webhook port seen by `ss` every 50 ms (client ends "
+        "seen: a lower bound on those made / the most open at once).",
         "",
         "| mode | run | s to all pods | first pod s | pods with sidecar | "
         + " | ".join(f"{w} CPU s" for w in whos) + " | "
-        + " | ".join(f"{w} peak RSS MB" for w in whos if w in ("ours", "kyverno")) + " |",
-        "|---|---|---|---|---|" + "---|" * (len(whos) + len([w for w in whos if w in ("ours", "kyverno")])),
+        + " | ".join(f"{w} peak RSS MB" for w in whos if w in WEBHOOKS) + " | conns seen / max open |",
+        "|---|---|---|---|---|" + "---|" * (len(whos) + len([w for w in whos if w in WEBHOOKS]) + 1),
     ]
     for r in storm.results:
         u = r["usage"]
+        c = r["conns"].get(r["mode"])
         lines.append(f"| {r['mode']} | {r['run']} | {fmt(r['seconds'])} | {fmt(r['first_pod_s'])} | "
                      f"{r['with_sidecar']}/{r['pods']} | "
                      + " | ".join(fmt(u[w]['cpu_s']) for w in whos) + " | "
-                     + " | ".join(fmt(u[w]['peak_rss_mb'], 0) for w in whos if w in ("ours", "kyverno")) + " |")
+                     + " | ".join(fmt(u[w]['peak_rss_mb'], 0) for w in whos if w in WEBHOOKS)
+                     + (f" | {c['distinct']} / {c['peak_open']} |" if c else " | — |"))
     med = {m: statistics.median(r["seconds"] for r in storm.results if r["mode"] == m) for m in modes}
     lines += ["", "- Median seconds to all pods: " + ", ".join(f"{m} **{fmt(med[m])} s**" for m in modes) + "."]
     for m in modes:
@@ -321,11 +385,12 @@ def report(args: argparse.Namespace, storm: Storm, modes: list[str], extra: dict
             f"{fmt(statistics.median(u['cpu_s'] for u in own) * 1000 / args.replicas)} CPU-ms per pod, "
             f"peak RSS {fmt(max(u['peak_rss_mb'] for u in own), 0)} MB (RSS before: "
             f"{fmt(statistics.median(u['rss_before_mb'] for u in own), 0)} MB).")
-    if "ours" in med and "none" in med:
-        slow = med["ours"] / med["none"] - 1
-        lines.append(f"- Goal: storm with ours ≤ {TARGET_SLOWDOWN * 100:.0f} % slower than without a webhook — "
-                     f"**{'met' if slow <= TARGET_SLOWDOWN else 'NOT met'}** ({fmt(slow * 100, 1)} %)"
-                     + (f"; ours vs Kyverno: {fmt(med['ours'], 2)} s vs {fmt(med['kyverno'], 2)} s." if "kyverno" in med else "."))
+    for ours in ("ours", *HYPERCORN_MODES):
+        if ours in med and "none" in med:
+            slow = med[ours] / med["none"] - 1
+            lines.append(f"- Goal: storm with {ours} ≤ {TARGET_SLOWDOWN * 100:.0f} % slower than without a webhook — "
+                         f"**{'met' if slow <= TARGET_SLOWDOWN else 'NOT met'}** ({fmt(slow * 100, 1)} %)"
+                         + (f"; {ours} vs Kyverno: {fmt(med[ours], 2)} s vs {fmt(med['kyverno'], 2)} s." if "kyverno" in med else "."))
     resumed = [f"{r['mode']} run {r['run']}" for r in storm.results if r["watch_resumed"]]
     lines.append("- The API server dropped the pod watch (a watcher falling behind the burst) and it was resumed "
                  f"from a LIST in: {', '.join(resumed) if resumed else 'no storm'}; pods found by that LIST count "
@@ -344,6 +409,20 @@ def report(args: argparse.Namespace, storm: Storm, modes: list[str], extra: dict
         lines.append(f"- Kyverno wrote {extra['ephemeral_reports']} admission reports (EphemeralReports) in its "
                      f"{args.runs} storms (deleted after every storm, as its reports controller, which does not run "
                      "here, would after aggregating them).")
+    serial = extra.get("serial")
+    if serial:
+        lat = serial["latency"]
+        lines += ["", f"Pod-create latency, serial: {serial['n']} creates per mode over one keep-alive connection, "
+                  f"modes interleaved pod by pod (rotating), {serial['warmup']} warm-ups per mode discarded "
+                  "(after the storms, same processes):", "",
+                  "| mode | n | p50 ms | p90 ms | p99 ms | mean ms | max ms | added p50 | added p99 | webhook CPU ms per create |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for m, x in lat.items():
+            added = (f"{fmt(x['p50'] - lat['none']['p50'])} | {fmt(x['p99'] - lat['none']['p99'])}"
+                     if "none" in lat and m != "none" else "— | —")
+            cpu = fmt(serial["cpu_ms"][m]) if m in serial["cpu_ms"] else "—"
+            lines.append(f"| {m} | {x['n']} | {fmt(x['p50'])} | {fmt(x['p90'])} | {fmt(x['p99'])} | {fmt(x['mean'])} | "
+                         f"{fmt(x['max'])} | {added} | {cpu} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -354,11 +433,14 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=1000)
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of quiet before every storm")
     parser.add_argument("--storm-timeout", type=float, default=300.0)
-    parser.add_argument("--modes", default="none,ours,kyverno", help="comma-separated subset of none,ours,kyverno")
+    parser.add_argument("--modes", default="none,ours,kyverno", help="comma-separated subset of none,ours,ours-h2,ours-hc1,kyverno")
+    parser.add_argument("--serial", type=int, default=0, help="serial pod creates per mode after the storms (0: none)")
     parser.add_argument("--no-kyverno", action="store_true", help="only ours and none (no Kyverno build needed)")
     parser.add_argument("--log-dir", type=Path, help="copy the webhooks' and control plane's logs here at the end")
     parser.add_argument("--webhook-arg", action="append", default=[],
                         help="extra argument for `mcp-sidecar serve` (repeat; e.g. --webhook-arg=--workers --webhook-arg=2)")
+    parser.add_argument("--h2-arg", action="append", default=[],
+                        help="extra argument for bench/cluster/h2_server.py (modes ours-h2, ours-hc1)")
     parser.add_argument("--kcm-arg", action="append", default=[],
                         help="extra kube-controller-manager argument (e.g. --kcm-arg=--kube-api-qps=1000)")
     parser.add_argument("--kyverno-arg", action="append", default=[],
@@ -391,21 +473,36 @@ def main() -> int:
             hook = stack.enter_context(WebhookProcess(workdir / "webhook", extra_args=tuple(args.webhook_arg)))
             cp.register_mutating_webhook(
                 hook.url + "/mutate", hook.ca_pem, probe_namespace=NAMESPACES["ours"],
-                namespace_selector=our_namespace_selector(["kyverno", NAMESPACES["kyverno"], NAMESPACES["none"]]))
-            pids = {"ours": hook.process.pid}
+                namespace_selector=our_namespace_selector(
+                    ["kyverno", NAMESPACES["kyverno"], NAMESPACES["none"], *(NAMESPACES[m] for m in HYPERCORN_MODES)]))
+            hooks = {"ours": hook}
+            for m in (m for m in modes if m in HYPERCORN_MODES):
+                hooks[m] = h = stack.enter_context(H2WebhookProcess(
+                    workdir / f"webhook-{m}", extra_args=("--alpn", HYPERCORN_MODES[m], *args.h2_arg)))
+                # Same webhook settings as ours, selecting only its own namespace.
+                cp.register_mutating_webhook(
+                    h.url + "/mutate", h.ca_pem, name=f"mcp-sidecar-injector-{m}", webhook_name=f"inject-{m}.mcp-sidecar.dox",
+                    probe_namespace=NAMESPACES[m], namespace_selector={"matchExpressions": [
+                        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [NAMESPACES[m]]}]})
+            pids = {who: h.process.pid for who, h in hooks.items()}
+            ports = {who: h.port for who, h in hooks.items()}
             if not args.no_kyverno:
                 kyverno = stack.enter_context(KyvernoProcess(
-                    cp, workdir / "kyverno", excluded_namespaces=[NAMESPACES["ours"], NAMESPACES["none"]], extra_args=args.kyverno_arg,
-                    log=lambda m: log(f"kyverno: {m}")))
+                    cp, workdir / "kyverno", excluded_namespaces=[NAMESPACES[m] for m in NAMESPACES if m != "kyverno"],
+                    extra_args=args.kyverno_arg, log=lambda m: log(f"kyverno: {m}")))
                 kyverno.wait_mutates(NAMESPACES["kyverno"], json.loads(pod_body("probe", True)))
                 extra["kyverno_version"] = kyverno.version()
                 pids["kyverno"] = kyverno.pid
+                ports["kyverno"] = kyverno.port
             pids["kube-apiserver"] = cp.components["kube-apiserver"].pid
             pids["kube-controller-manager"] = cp.components["kube-controller-manager"].pid
-            storm = Storm(cp, pids, args.replicas, args.settle)
+            storm = Storm(cp, pids, args.replicas, args.settle, ports)
             if args.log_dir:
-                stack.callback(copy_logs, args.log_dir, cp, hook, None if args.no_kyverno else kyverno)
+                stack.callback(copy_logs, args.log_dir, cp, hooks, None if args.no_kyverno else kyverno)
             storm.run(modes, args.runs, args.storm_timeout)
+            if args.serial:
+                log(f"serial pod creates: {args.serial} per mode")
+                extra["serial"] = serial_creates(cp, modes, pids, args.serial)
             if not args.no_kyverno:
                 extra["ephemeral_reports"] = storm.reports_left.get(NAMESPACES["kyverno"], 0)
             extra["failed_open"] = failed_open_calls(cp.components["kube-apiserver"].log_path)
