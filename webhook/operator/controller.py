@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -30,7 +31,7 @@ from kubernetes.client.rest import ApiException
 from webhook.engine.config import InjectorConfig
 from webhook.engine.constants import LABEL_BACKEND, TOKEN_SECRET_KEY, TOKEN_SECRET_NAME
 from webhook.engine.pod_audit import INJECTED, MISSED, audit_pod
-from webhook.operator.events import CONDITION_REASONS, COMPONENT, EventPoster, announced, event_body
+from webhook.operator.events import CONDITION_REASONS, EventPoster, announced
 from webhook.operator.pod_watch import PodWatch
 from webhook.operator.companion import LABEL_COMPANION_OF, companion_name, desired_service, service_differs, wants_companion
 from webhook.operator.leader import LeaseElector
@@ -89,15 +90,22 @@ class Operator:
         self.options = options
         self._reported: dict[str, str] = {}  # pod uid -> condition already announced by an Event
         self._owners_told: set[tuple[str, str]] = set()  # (controller uid, condition) announced on the controller
-        #: pod uid -> (resourceVersion, namespace labels, verdict): a resync re-judges only what changed
-        self._verdicts: dict[str, tuple[str, tuple, Verdict]] = {}
+        #: pod uid -> (resourceVersion, namespace labels, verdict, namespace), kept current by the pod
+        #: watch: a resync re-judges only what changed
+        self._verdicts: dict[str, tuple[str, tuple, Verdict, str]] = {}
         self._verdict_config: InjectorConfig | None = None
+        #: the configuration of the last pass over every labelled pod (the watch's list or a full sweep)
+        self._full_pass_config: InjectorConfig | None = None
+        self._sweeps = 0
         self._namespace_cache: dict[str, tuple[float, dict[str, str], tuple]] = {}
         self._last_eviction = 0.0
         self._retries: dict[str, threading.Timer] = {}  # pod uid -> pending re-check (healing)
         self._lock = threading.Lock()
         self.token_secrets = TokenSecrets()
         self.events = EventPoster(api, why=_why)
+        # Companion Services are reconciled by a worker of their own: at start every labelled
+        # workload costs a Service read (and create), and a `kubectl label` must not wait behind them.
+        self._companions = LatestPerKey(self._reconcile_companion_logged, name="companions")
 
     # -- workloads ------------------------------------------------------------------------------
 
@@ -127,7 +135,7 @@ class Operator:
         elif plan.action == "conflict":
             self.post_event(kind, meta, "Warning", "MCPLabelConflict", plan.message, once_key=f"{meta.get('uid')}:conflict")
         if self.options.companion_service:
-            self.reconcile_companion(workload)
+            self._companions.put(str(meta.get("uid")), workload)
 
     def ensure_token_secret(self, kind: str, obj: Mapping[str, Any]) -> None:
         """A labelled workload's or pod's sidecars need their namespace's token Secret (webhook.operator.token_secret)."""
@@ -140,6 +148,13 @@ class Operator:
             self.post_event(kind, meta, "Normal", "MCPTokenSecretCreated",
                             f"created Secret {TOKEN_SECRET_NAME} (key {TOKEN_SECRET_KEY}): the bearer token of the MCP "
                             f"sidecars in {namespace}; rotate it with: mcp-sidecar rotate-token -n {namespace}")
+
+    def _reconcile_companion_logged(self, workload: Mapping[str, Any]) -> None:
+        meta = workload.get("metadata") or {}
+        try:
+            self.reconcile_companion(workload)
+        except ApiException as exc:
+            log.warning("companion Service of %s %s/%s: %s", workload.get("kind"), meta.get("namespace"), meta.get("name"), _why(exc))
 
     def reconcile_companion(self, workload: Mapping[str, Any]) -> None:
         meta = workload["metadata"]
@@ -211,7 +226,7 @@ class Operator:
         row = audit_pod(pod, labels, config)
         verdict = Verdict(row.state, row.stale, row.reason)
         if version and uid:
-            self._verdicts[uid] = (version, key, verdict)
+            self._verdicts[uid] = (version, key, verdict, sys.intern(str(meta.get("namespace", ""))))
         return verdict
 
     def handle_pod(self, pod: Mapping[str, Any]) -> Verdict:
@@ -365,12 +380,49 @@ class Operator:
         containers = (created.get("spec") or {}).get("containers", []) + ((created.get("spec") or {}).get("initContainers") or [])
         return any(c.get("name") == "mcp-sidecar" for c in containers)
 
-    def sweep(self) -> dict[str, int]:
-        """Re-check every labelled pod (catches config changes that make sidecars stale).
+    #: every this many resyncs, one full list anyway (a safety net under the watch)
+    FULL_SWEEP_EVERY = 10
 
-        A paginated plain-JSON list (one page in memory); pods whose resourceVersion, namespace
-        labels and configuration are unchanged keep their verdict without a new audit.
+    def full_pass_done(self, config: InjectorConfig) -> None:
+        """Every labelled pod was judged with ``config`` (the pod watch's list)."""
+        if config is self.config():
+            self._full_pass_config = config
+
+    def sweep(self) -> dict[str, int]:
+        """The periodic resync: counts by state, and staleness after a configuration change.
+
+        The pod watch keeps every verdict current, so a resync normally reads no pod: it counts the
+        remembered verdicts and re-lists only namespaces whose labels changed (issue 12: re-listing
+        10,000 pods cost ~7 CPU-s every minute). A new configuration, and every FULL_SWEEP_EVERY-th
+        resync, re-list every labelled pod (``full_sweep``).
         """
+        self._sweeps += 1
+        config = self.config()
+        if config is not self._full_pass_config or self._sweeps % self.FULL_SWEEP_EVERY == 0:
+            return self.full_sweep()
+        pairs = {(entry[3], entry[1]) for entry in list(self._verdicts.values())}
+        changed = {namespace for namespace, key in pairs if self._namespace(namespace)[1] != key}
+        for namespace in sorted(changed):  # an opt-out label came or went: judge its pods again
+            for items, _ in list_pages(self.api, pods_path(namespace), label_selector=LABEL_BACKEND):
+                for pod in items:
+                    self.handle_pod(pod)
+        counts: dict[str, int] = {}
+        for entry in list(self._verdicts.values()):
+            verdict = entry[2]
+            key = "stale" if verdict.state == INJECTED and verdict.stale else verdict.state
+            counts[key] = counts.get(key, 0) + 1
+        self._set_state_counts(counts)
+        return counts
+
+    def _set_state_counts(self, counts: Mapping[str, int]) -> None:
+        self.metrics.pods_by_state.clear()
+        for state, count in counts.items():
+            self.metrics.pods_by_state.labels(state=state).set(count)
+
+    def full_sweep(self) -> dict[str, int]:
+        """Re-check every labelled pod: a paginated plain-JSON list (one page in memory); pods whose
+        resourceVersion, namespace labels and configuration are unchanged keep their verdict."""
+        config = self.config()
         # namespaced mode: no cluster-wide list right
         scopes = [ns for ns in self.options.namespaces if self.options.acts_in(ns)] if self.options.namespaces else [None]
         counts: dict[str, int] = {}
@@ -389,9 +441,8 @@ class Operator:
                     owner = _controller_ref(meta)
                     if owner is not None and key in ("missed", "stale"):
                         owners.add((str(owner.get("uid")), key))
-        self.metrics.pods_by_state.clear()
-        for state, count in counts.items():
-            self.metrics.pods_by_state.labels(state=state).set(count)
+        self._set_state_counts(counts)
+        self.full_pass_done(config)
         with self._lock:
             for uid in list(self._reported):
                 if ":" not in uid and uid not in live:
@@ -409,7 +460,43 @@ class Operator:
             if self._reported.get(once_key) == reason:
                 return
             self._reported[once_key] = reason
-        self.events.submit(str(meta.get("namespace")), event_body(kind, meta, type_, reason, message))
+        self.events.submit(kind, meta, type_, reason, message)
+
+
+class LatestPerKey:
+    """A queue keeping only the latest item per key, drained in order by one lazily started thread."""
+
+    def __init__(self, handle: Callable[[Any], None], *, name: str):
+        self._handle = handle
+        self._name = name
+        self._pending: dict[str, Any] = {}  # insertion-ordered; a newer item replaces its key's older one
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def put(self, key: str, item: Any) -> None:
+        with self._ready:
+            self._pending.pop(key, None)
+            self._pending[key] = item
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name=self._name, daemon=True)
+                self._thread.start()
+            self._ready.notify()
+
+    def _drain(self) -> None:
+        while True:
+            with self._ready:
+                while not self._pending:
+                    self._ready.wait()
+                key = next(iter(self._pending))
+                item = self._pending.pop(key)
+            try:
+                self._handle(item)
+            except Exception:
+                log.exception("%s: handling %s failed", self._name, key)
+
+    def idle(self) -> bool:
+        with self._ready:
+            return not self._pending
 
 
 def _why(exc: ApiException) -> str:
@@ -520,9 +607,13 @@ class OperatorRunner:
             started = time.monotonic()
             pending = set(scopes)
 
+            config = operator.config()
+
             def listed(scope: str | None, count: int, seconds: float) -> None:
                 if scope in pending:
                     pending.discard(scope)
+                    if not pending:
+                        operator.full_pass_done(config)
                     log.info("start-up pass: %d labelled pods in %s judged in %.1f s", count, scope or "all namespaces", seconds)
                     if not pending and len(scopes) > 1:
                         log.info("start-up pass over %d namespaces done in %.1f s", len(scopes), time.monotonic() - started)

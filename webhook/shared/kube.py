@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote
 
+import orjson
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -25,6 +25,9 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> cli
             config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
     except (ConfigException, FileNotFoundError, TypeError) as exc:
         raise KubeAccessError(f"no cluster configured: {exc} (set KUBECONFIG or --kubeconfig, or run in a pod)") from None
+    # The operator calls from ~15 threads (pod watch, resync, Event posters, companion Services,
+    # kopf's executor): the default pool of cpu_count * 5 connections dropped and re-opened TLS connections.
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 20)
     return client.ApiClient(configuration)
 
 
@@ -40,7 +43,8 @@ def explain(exc: Exception, what: str) -> KubeAccessError:
 # ---- plain JSON: no typed models ----------------------------------------------------------------
 # Issue 12 measured the typed client's pod lists as the operator's and the audit's main cost:
 # 23.5 MiB of JSON became 253 MiB of models plus 69 MiB of dicts (sanitize_for_serialization).
-# These helpers go through the same ApiClient (its auth, TLS and connection pool) and json.loads.
+# These helpers go through the same ApiClient (its auth, TLS and connection pool) and orjson
+# (already a dependency; ~25 % faster than json on a page of pods).
 
 
 def request_raw(api: client.ApiClient, method: str, path: str, *, query: Mapping[str, Any] | None = None,
@@ -63,7 +67,7 @@ def request_json(api: client.ApiClient, method: str, path: str, *, query: Mappin
                  body: Any = None, timeout: float | tuple[float, float] | None = 30) -> Any:
     """``request_raw`` decoded as JSON."""
     data = request_raw(api, method, path, query=query, body=body, timeout=timeout).read()
-    return json.loads(data) if data else None
+    return orjson.loads(data) if data else None
 
 
 def list_pages(api: client.ApiClient, path: str, *, label_selector: str | None = None, field_selector: str | None = None,
@@ -100,9 +104,9 @@ def watch_lines(api: client.ApiClient, path: str, *, resource_version: str, labe
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 if line.strip():
-                    yield json.loads(line)
+                    yield orjson.loads(line)
         if buffer.strip():
-            yield json.loads(buffer)
+            yield orjson.loads(buffer)
     finally:
         stream.close()  # a watch left early must not go back to the pool half-read
         stream.release_conn()
