@@ -55,30 +55,38 @@ def _containers(spec: dict[str, Any], key: str = "containers") -> list[dict[str,
 class EnvIndex:
     """Each container's env by name (a repeated name: its last entry), built once per pod.
 
-    Detection looks names up in the same containers many times, and a container may carry
-    thousands of env vars: rebuilding the map per lookup made the env list the engine's main cost.
+    The malformed-pod check and every detection look names up in the same containers, and a
+    container may carry thousands of env vars: rebuilding the map per lookup made the env list the
+    engine's main cost.
     """
 
     def __init__(self) -> None:
-        # id -> (container, map): holding the container keeps its id from being reused meanwhile.
-        self._maps: dict[int, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {}
+        # id -> (container, map, all named): holding the container keeps its id from being reused.
+        self._maps: dict[int, tuple[dict[str, Any], dict[str, dict[str, Any]], bool]] = {}
 
     def __call__(self, container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return self._entry(container)[1]
+
+    def all_named(self, container: dict[str, Any]) -> bool:
+        """Whether every env entry of ``container`` is a map with a string name."""
+        return self._entry(container)[2]
+
+    def _entry(self, container: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]], bool]:
         cached = self._maps.get(id(container))
         if cached is None or cached[0] is not container:
-            cached = (container, _env_map(container.get("env") or []))
-            self._maps[id(container)] = cached
-        return cached[1]
+            cached = self._maps[id(container)] = (container, *_env_map(container.get("env") or []))
+        return cached
 
 
-def _env_map(entries: Any) -> dict[str, dict[str, Any]]:
-    try:  # the common case (every entry a map with a string name) in one cheap pass
+def _env_map(entries: Any) -> tuple[dict[str, dict[str, Any]], bool]:
+    """The map, and whether every entry had a string name (then no entry was left out)."""
+    try:  # the common case in one cheap pass: every entry a map with a string name
         env = {e["name"]: e for e in entries}
         if all(map(isinstance, env, repeat(str))):
-            return env
+            return env, True
     except (TypeError, KeyError):
         pass
-    return {e["name"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)}
+    return {e["name"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)}, False
 
 
 def _literal(env: dict[str, dict[str, Any]], name: str) -> str | None:

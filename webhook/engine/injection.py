@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import Enum
-from itertools import repeat
+from functools import partial
+from itertools import chain, repeat
+from operator import is_not
 from typing import Any, Mapping
 
 from webhook.engine.config import InjectorConfig
@@ -26,6 +28,7 @@ from webhook.engine.constants import (
     NAMESPACE_DISABLED_VALUE,
     SIDECAR_CONTAINER_NAME,
 )
+from webhook.engine.detect import EnvIndex
 from webhook.engine.overrides import ANNOTATION_API_KEY_SECRET, InvalidOverride, Overrides, parse_overrides
 from webhook.engine.overrides import ANNOTATION_IMAGE, image_allowed
 from webhook.engine.patch import Operation, append_to_list, pointer, prepend_to_list, set_map_entry
@@ -129,11 +132,26 @@ def _secret_ref_ok(ref: Any) -> bool:
     return ref is None or isinstance(ref, dict) and all(map(isinstance, ref.values(), repeat((str, bool))))
 
 
-def _env_problem(env: list[dict[str, Any]], where: str) -> str | None:
-    """What is wrong with the first bad entry of a container's env (a list of maps), or None."""
-    if all(map(isinstance, map(dict.get, env, repeat("name")), repeat(str))) and \
-            all(isinstance(value_from, dict) and _secret_ref_ok(value_from.get("secretKeyRef"))
-                for value_from in filter(None, map(dict.get, env, repeat("valueFrom")))):
+_is_not_none = partial(is_not, None)
+
+
+def _value_froms_well_typed(env: list[dict[str, Any]]) -> bool:
+    """Every valueFrom a map, every secretKeyRef a map of strings: in C-level passes over the whole
+    list (and over the few valueFrom entries), no Python code per entry."""
+    value_froms = list(filter(None, map(dict.get, env, repeat("valueFrom"))))  # `valueFrom: {}`/null: none
+    if not all(map(isinstance, value_froms, repeat(dict))):
+        return False
+    refs = list(filter(_is_not_none, map(dict.get, value_froms, repeat("secretKeyRef"))))
+    return all(map(isinstance, refs, repeat(dict))) and \
+        all(map(isinstance, chain.from_iterable(map(dict.values, refs)), repeat((str, bool))))
+
+
+def _env_problem(container: dict[str, Any], where: str, envs: EnvIndex) -> str | None:
+    """What is wrong with the first bad entry of a container's env (a list of maps), or None.
+
+    The names were checked while building the env map detection reads next (``envs``)."""
+    env = container.get("env") or []
+    if envs.all_named(container) and _value_froms_well_typed(env):
         return None  # the common case: no entry-by-entry walk
     for entry in env:
         value_from = entry.get("valueFrom") or {}
@@ -144,7 +162,7 @@ def _env_problem(env: list[dict[str, Any]], where: str) -> str | None:
     return None
 
 
-def _schema_problem(metadata: Mapping[str, Any], spec: Mapping[str, Any]) -> str | None:
+def _schema_problem(metadata: Mapping[str, Any], spec: Mapping[str, Any], envs: EnvIndex) -> str | None:
     """The first field the engine reads that has the wrong type, or None.
 
     The API server only sends schema-valid pods; anything else comes from ``inject -f`` or a
@@ -180,7 +198,7 @@ def _schema_problem(metadata: Mapping[str, Any], spec: Mapping[str, Any]) -> str
             for field_name in ("ports", "env", "volumeMounts"):
                 if problem := _list_of_maps(container, field_name, where):
                     return problem
-            if problem := _env_problem(container.get("env") or [], where):
+            if problem := _env_problem(container, where, envs):
                 return problem
             for mount in container.get("volumeMounts") or []:
                 if not all(isinstance(mount.get(k, ""), str) for k in ("name", "mountPath", "subPath")):
@@ -188,7 +206,8 @@ def _schema_problem(metadata: Mapping[str, Any], spec: Mapping[str, Any]) -> str
     return None
 
 
-def decide_skip(pod: Any, namespace_labels: Mapping[str, str] | None, config: InjectorConfig) -> InjectionResult | None:
+def decide_skip(pod: Any, namespace_labels: Mapping[str, str] | None, config: InjectorConfig,
+                envs: EnvIndex | None = None) -> InjectionResult | None:
     """The "should inject?" step: a skip result, or None when the pod goes on to rendering."""
     if not isinstance(pod, dict) or not isinstance(pod.get("metadata") or {}, dict) or not isinstance(pod.get("spec"), dict):
         return _skip(None, SkipReason.MALFORMED_POD, "the object has no pod spec")
@@ -198,7 +217,7 @@ def decide_skip(pod: Any, namespace_labels: Mapping[str, str] | None, config: In
     spec = pod["spec"]
     if not isinstance(labels, dict) or not isinstance(annotations, dict):
         return _skip(None, SkipReason.MALFORMED_POD, "metadata.labels/annotations are not maps")
-    if LABEL_BACKEND in labels and (problem := _schema_problem(metadata, spec)):
+    if LABEL_BACKEND in labels and (problem := _schema_problem(metadata, spec, envs or EnvIndex())):
         backend_label = labels.get(LABEL_BACKEND)
         return _skip(backend_label if isinstance(backend_label, str) else None, SkipReason.MALFORMED_POD, problem)
     backend = labels.get(LABEL_BACKEND)
@@ -258,7 +277,8 @@ def evaluate(
     ``pod`` may be a Pod or a workload's pod template (``{"metadata":..., "spec":...}``).
     ``native_supported`` is whether the cluster runs native sidecars (None: unknown).
     """
-    skipped = decide_skip(pod, namespace_labels, config)
+    envs = EnvIndex()  # each container's env map, built by the malformed-pod check, read by detection
+    skipped = decide_skip(pod, namespace_labels, config, envs)
     if skipped is not None:
         return skipped
     backend_name = pod["metadata"]["labels"][LABEL_BACKEND]
@@ -283,7 +303,7 @@ def evaluate(
     if user is not None:
         hint = "" if overrides.port else "; set the mcp-sidecar.dox/port annotation to a free port"
         return _skip(backend_name, SkipReason.PORT_CONFLICT, f"port {port} is already used by container {clip(user)}{hint}")
-    rendered = render_sidecar(pod, backend, overrides, _use_native(config, overrides, spec, native_supported))
+    rendered = render_sidecar(pod, backend, overrides, _use_native(config, overrides, spec, native_supported), envs)
     return InjectionResult(
         backend=backend_name,
         patch=build_patch(pod, rendered),

@@ -174,11 +174,12 @@ def _tls_settings(tls: TlsDetection, spec: dict[str, Any], backend: BackendConfi
     return [{"name": TLS_VOLUME_NAME, "mountPath": TLS_MOUNT_PATH, "readOnly": True}], [volume]
 
 
-def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overrides, native: bool) -> Rendered:
+def render_sidecar(pod: dict[str, Any], backend: BackendConfig, overrides: Overrides, native: bool,
+                   envs: EnvIndex | None = None) -> Rendered:
     spec = pod.get("spec") or {}
     warnings: list[str] = []
     main = find_main_container(spec, backend)
-    envs = EnvIndex()  # each container's env map is built once for all the detections below
+    envs = envs or EnvIndex()  # each container's env map is built once for all the detections below
     port = overrides.port or backend.port
     backend_port = overrides.backend_port or detect_backend_port(main, backend)
 
