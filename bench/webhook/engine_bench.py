@@ -13,6 +13,9 @@ Per case:
 - ``review``: what one POST /mutate costs minus HTTP: ``webhook.admission.review.review(raw_bytes)``
   (JSON decode + engine + base64 patch) plus the ``json.dumps`` of the response the server does.
 
+Then the configuration: ``parse_config`` of the full seed file (webhook/engine/defaults.yaml, what
+the chart's ConfigMap holds), as the server does at start and on every reload.
+
 Each is timed call by call with ``time.perf_counter_ns`` (median, p99, mean over many runs, after a
 warm-up, sampled in interleaved rounds over all cases; the GC stays on as in the server). Growth: ``(median(N) - median(typical)) / N`` is the
 cost of one env var; it must stay flat as N doubles (linear growth), and a least-squares slope
@@ -38,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.webhook.helpers import admission_review  # noqa: E402
 from webhook.admission.review import review  # noqa: E402
-from webhook.engine.config import default_config  # noqa: E402
+from webhook.engine.config import default_config, parse_config  # noqa: E402
 from webhook.engine.injection import evaluate  # noqa: E402
 from webhook.cli.manifests import load_documents  # noqa: E402
 
@@ -162,9 +165,17 @@ def run(seconds: float, rounds: int) -> dict[str, Any]:
         n = row["env_vars"]
         row["evaluate_us_per_env_var"] = (row["evaluate"]["median_ms"] - base["evaluate"]["median_ms"]) * 1000 / n
         row["review_us_per_env_var"] = (row["review"]["median_ms"] - base["review"]["median_ms"]) * 1000 / n
+    seed = (ROOT / "webhook" / "engine" / "defaults.yaml").read_text()
+
+    def parse() -> Any:
+        return parse_config(seed)
+
+    parse_samples, parse_cpu = [], [0]
+    sample(parse, calibrate(parse, seconds), parse_samples, parse_cpu)
     return {
         "python": platform.python_version(),
         "machine": {"nproc": os.cpu_count(), "load": os.getloadavg()},
+        "config_parse": summary(parse_samples, parse_cpu[0]),
         "rows": rows,
         "slope_us_per_env_var": {k: _slope(rows, k) for k in ("evaluate", "review")},
     }
@@ -200,6 +211,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"by other processes (load average at the end: {', '.join('%.2f' % x for x in report['machine']['load'])}); "
         f"\"CPU/call\" is the mean thread CPU time (`time.thread_time_ns`), which preemption does not inflate."
     )
+    parse = report["config_parse"]
+    out.append(f"Configuration: `parse_config` of the seed file {parse['median_ms']:.3f} ms median, "
+               f"{parse['cpu_mean_ms']:.3f} ms CPU/call ({parse['runs']} calls).")
     typical = report["rows"][0]["evaluate"]["median_ms"]
     k64 = next(r for r in report["rows"] if r["env_vars"] == 1000)
     out.append(
