@@ -76,6 +76,11 @@ def main() -> int:
     parser.add_argument("--drain-seconds", type=float, default=20.0)
     parser.add_argument("--alpn", default="h2,http/1.1",
                         help="ALPN protocols offered, in preference order (http/1.1 alone: hypercorn without HTTP/2)")
+    # hypercorn's defaults are 100 streams and a listen backlog of 100. Go's HTTP/2 client opens another
+    # connection when every stream of its connections is taken, and the storm opens ~250 at once.
+    parser.add_argument("--max-concurrent-streams", type=int, default=250, help="per HTTP/2 connection (Go's server default)")
+    parser.add_argument("--backlog", type=int, default=2048, help="listen backlog (uvicorn's default)")
+    parser.add_argument("--keep-alive-seconds", type=float, default=5.0, help="idle connection timeout (uvicorn's default)")
     args = parser.parse_args()
 
     import uvloop
@@ -90,6 +95,9 @@ def main() -> int:
     config.errorlog = "-"
     config.graceful_timeout = args.drain_seconds
     config.ssl_handshake_timeout = 5.0  # as httpguard.TLS_HANDSHAKE_TIMEOUT_SECONDS
+    config.h2_max_concurrent_streams = args.max_concurrent_streams
+    config.backlog = args.backlog
+    config.keep_alive_timeout = args.keep_alive_seconds
     app = build_app(args.config, args.watch_seconds)
 
     async def run() -> None:

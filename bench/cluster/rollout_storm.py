@@ -31,7 +31,8 @@ HTTP/2); --h2-arg passes both extra arguments.
 --serial N (mode ours-h2/ours-hc1 runs; default 0 = off): after the storms, N pod creates per mode
 (after 20 discarded warm-ups per mode), serially over one keep-alive connection, modes interleaved pod
 by pod in rotating order, as bench_peers.py measures pod-create latency; p50/p90/p99 per mode and
-each webhook's CPU-ms per create.
+each webhook's CPU-ms per create. --pprof-dir DIR: kube-apiserver runs with --profiling=true and its CPU
+profile of the first --pprof-seconds of every storm is saved as DIR/MODE-runN.pprof (pprof_top.py reads it).
 
 During each storm, CPU seconds and peak RSS of every webhook process tree (/proc, sampled every
 50 ms), the CPU seconds of kube-apiserver and kube-controller-manager, and the TCP connections to
@@ -57,6 +58,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -64,7 +66,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "peers" / "kyverno"))
 
-from bench_peers import our_namespace_selector  # noqa: E402
+from bench_peers import apiserver_webhook_means, our_namespace_selector  # noqa: E402
 from bench_pod_create import ApiClient, Timeout, has_sidecar, load, log, machine, pod_body, summary  # noqa: E402
 from conn_sampler import ConnSampler  # noqa: E402
 from h2_server import H2WebhookProcess  # noqa: E402
@@ -192,8 +194,9 @@ class PodWatch(threading.Thread):
 
 class Storm:
     def __init__(self, cp: ControlPlane, pids: dict[str, int], replicas: int, settle: float,
-                 ports: dict[str, int] | None = None) -> None:
+                 ports: dict[str, int] | None = None, pprof_dir: Path | None = None, pprof_seconds: int = 8) -> None:
         self.cp, self.pids, self.replicas, self.settle = cp, pids, replicas, settle
+        self.pprof_dir, self.pprof_seconds = pprof_dir, pprof_seconds
         self.ports = ports or {}  # webhook -> listening port, for the connection count
         self.results: list[dict] = []
         self.reports_left: dict[str, int] = {}
@@ -234,6 +237,7 @@ class Storm:
         watch.opened.wait(30)
         samplers = {who: TreeSampler(pid).start() for who, pid in self.pids.items()}
         conn_samplers = {who: ConnSampler(port).start() for who, port in self.ports.items()}
+        profile = self.start_apiserver_profile(self.pprof_dir / f"{mode}-run{run}.pprof") if self.pprof_dir else None
         t0 = time.monotonic()
         status, body = self.cp.request(
             "PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
@@ -243,6 +247,8 @@ class Storm:
         finished = watch.done.wait(timeout)
         usage = {who: s.stop() for who, s in samplers.items()}
         conns = {who: s.stop() for who, s in conn_samplers.items()}
+        if profile is not None:
+            profile.join()
         if watch.error:
             raise RuntimeError(f"watch failed: {watch.error}")
         if not finished:
@@ -265,6 +271,33 @@ class Storm:
             + (f"; {mode} connections >= {conns[mode]['distinct']} (at most {conns[mode]['peak_open']} open)" if mode in conns else ""))
         self.clean(ns)
         return result
+
+    def start_apiserver_profile(self, out: Path) -> threading.Thread:
+        """kube-apiserver's CPU profile (/debug/pprof; --pprof-dir starts it with --profiling=true) over the
+        first --pprof-seconds of the storm. A failed fetch is raised by join()."""
+        ctx = ssl.create_default_context(cafile=str(self.cp.ca_file))
+        ctx.load_cert_chain(str(self.cp.admin_cert), str(self.cp.admin_key))
+
+        class Fetch(threading.Thread):
+            error: BaseException | None = None
+
+            def run(self) -> None:
+                try:
+                    url = f"{storm.cp.server}/debug/pprof/profile?seconds={storm.pprof_seconds}"
+                    with urllib.request.urlopen(url, context=ctx, timeout=storm.pprof_seconds + 60) as resp:
+                        out.write_bytes(resp.read())
+                except BaseException as exc:  # noqa: BLE001 - raised by join()
+                    self.error = exc
+
+            def join(self, timeout: float | None = None) -> None:
+                super().join(timeout)
+                if self.error is not None:
+                    raise RuntimeError(f"kube-apiserver profile: {self.error}")
+
+        storm = self
+        thread = Fetch(daemon=True)
+        thread.start()
+        return thread
 
     def run(self, modes: list[str], runs: int, timeout: float) -> None:
         for ns in NAMESPACES.values():
@@ -409,6 +442,10 @@ def report(args: argparse.Namespace, storm: Storm, modes: list[str], extra: dict
         lines.append(f"- Kyverno wrote {extra['ephemeral_reports']} admission reports (EphemeralReports) in its "
                      f"{args.runs} storms (deleted after every storm, as its reports controller, which does not run "
                      "here, would after aggregating them).")
+    if extra.get("apiserver"):
+        lines.append("- API server's mean call time per webhook over the storms and registration probes "
+                     "(`apiserver_admission_webhook_admission_duration_seconds`): "
+                     + "; ".join(f"`{n}` {fmt(m)} ms ({int(c)} calls)" for n, (m, c) in sorted(extra["apiserver"].items())) + ".")
     serial = extra.get("serial")
     if serial:
         lat = serial["latency"]
@@ -435,6 +472,8 @@ def main() -> int:
     parser.add_argument("--storm-timeout", type=float, default=300.0)
     parser.add_argument("--modes", default="none,ours,kyverno", help="comma-separated subset of none,ours,ours-h2,ours-hc1,kyverno")
     parser.add_argument("--serial", type=int, default=0, help="serial pod creates per mode after the storms (0: none)")
+    parser.add_argument("--pprof-dir", type=Path, help="save kube-apiserver's CPU profile of every storm here (read with pprof_top.py)")
+    parser.add_argument("--pprof-seconds", type=int, default=8, help="length of each storm's profile")
     parser.add_argument("--no-kyverno", action="store_true", help="only ours and none (no Kyverno build needed)")
     parser.add_argument("--log-dir", type=Path, help="copy the webhooks' and control plane's logs here at the end")
     parser.add_argument("--webhook-arg", action="append", default=[],
@@ -467,7 +506,8 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rollout-storm-")))
             cp = stack.enter_context(ControlPlane(build=False, log=lambda m: log(f"control plane: {m}"),
-                                                  extra_controller_manager_args=args.kcm_arg))
+                                                  extra_controller_manager_args=args.kcm_arg,
+                                                  extra_apiserver_args=["--profiling=true"] if args.pprof_dir else []))
             for ns in NAMESPACES.values():
                 cp.create_namespace(ns)
             hook = stack.enter_context(WebhookProcess(workdir / "webhook", extra_args=tuple(args.webhook_arg)))
@@ -496,10 +536,13 @@ def main() -> int:
                 ports["kyverno"] = kyverno.port
             pids["kube-apiserver"] = cp.components["kube-apiserver"].pid
             pids["kube-controller-manager"] = cp.components["kube-controller-manager"].pid
-            storm = Storm(cp, pids, args.replicas, args.settle, ports)
+            if args.pprof_dir:
+                args.pprof_dir.mkdir(parents=True, exist_ok=True)
+            storm = Storm(cp, pids, args.replicas, args.settle, ports, args.pprof_dir, args.pprof_seconds)
             if args.log_dir:
                 stack.callback(copy_logs, args.log_dir, cp, hooks, None if args.no_kyverno else kyverno)
             storm.run(modes, args.runs, args.storm_timeout)
+            extra["apiserver"] = apiserver_webhook_means(cp)
             if args.serial:
                 log(f"serial pod creates: {args.serial} per mode")
                 extra["serial"] = serial_creates(cp, modes, pids, args.serial)
