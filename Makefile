@@ -42,8 +42,8 @@ bench-storm: setup              # a Deployment scaled 0 -> 1,000: none / ours / 
 
 bench-operator-scale: setup     # the operator at 1,000 and 10,000 labelled pods, and 10,000 unlabelled + 100 labelled (~20 min)
 	.venv/bin/python bench/cluster/operator_scale.py --pods 1000
-	.venv/bin/python bench/cluster/operator_scale.py --pods 10000
-	.venv/bin/python bench/cluster/operator_scale.py --pods 100 --replicas 1 --unlabelled 10000
+	.venv/bin/python bench/cluster/operator_scale.py --pods 10000 --max-pass-seconds 400
+	.venv/bin/python bench/cluster/operator_scale.py --pods 100 --unlabelled 10000
 
 bench-node: setup               # pod create -> Ready on the real node, with and without the sidecar (root)
 	.venv/bin/python bench/node/bench_pod_ready.py
