@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "peers" / "kyverno"))
 
 from bench_pod_create import (  # noqa: E402
-    ApiClient, Timeout, fmt, has_sidecar, load, log, machine, pod_body, quantile, summary)
+    ApiClient, arm_watchdog, fmt, has_sidecar, load, log, machine, pod_body, quantile, summary)
 from kyverno_process import KyvernoProcess, ensure_built, sidecar_difference  # noqa: E402
 from proctree import cpu_seconds, descendants  # noqa: E402
 
@@ -216,23 +216,25 @@ def report(args: argparse.Namespace, bench: PeerBench, extra: dict) -> str:
     return "\n".join(lines)
 
 
+def add_server_args(parser: argparse.ArgumentParser) -> None:
+    """The flags passed through to the two webhooks (bench_peers.py and rollout_storm.py)."""
+    parser.add_argument("--webhook-arg", action="append", default=[],
+                        help="extra argument for `mcp-sidecar serve` (repeat; e.g. --webhook-arg=--workers --webhook-arg=2)")
+    parser.add_argument("--kyverno-arg", action="append", default=[],
+                        help="extra Kyverno flag, after the chart defaults (e.g. --kyverno-arg=--admissionReports=false)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-block", type=int, default=100, help="pods per case per round")
     parser.add_argument("--warmup", type=int, default=20, help="discarded creates per case")
-    parser.add_argument("--webhook-arg", action="append", default=[],
-                        help="extra argument for `mcp-sidecar serve` (repeat; e.g. --webhook-arg=--workers --webhook-arg=2)")
-    parser.add_argument("--kyverno-arg", action="append", default=[],
-                        help="extra Kyverno flag, after the chart defaults (e.g. --kyverno-arg=--admissionReports=false)")
+    add_server_args(parser)
     parser.add_argument("--out", type=Path, default=RESULTS, help="Markdown file the section is appended to")
     parser.add_argument("--max-seconds", type=int, default=600, help="watchdog for the whole run")
     args = parser.parse_args()
 
-    def on_alarm(*_: object) -> None:
-        raise Timeout(f"watchdog: run exceeded {args.max_seconds}s")
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(args.max_seconds)
+    arm_watchdog(args.max_seconds)
 
     extra: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "load_before": load(),
                    "k8s": pinned_kubernetes_version()}

@@ -73,6 +73,16 @@ class Timeout(Exception):
     pass
 
 
+def arm_watchdog(seconds: int) -> None:
+    """Raise Timeout in the main thread after ``seconds`` (cancel with signal.alarm(0)): a bench that
+    hangs on the API server still stops everything it started, through the usual exits."""
+
+    def on_alarm(*_: object) -> None:
+        raise Timeout(f"watchdog: run exceeded {seconds}s")
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+
+
 def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
@@ -455,10 +465,7 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=int, default=290, help="watchdog for the whole run")
     args = parser.parse_args()
 
-    def on_alarm(*_: object) -> None:
-        raise Timeout(f"watchdog: run exceeded {args.max_seconds}s")
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(args.max_seconds)
+    arm_watchdog(args.max_seconds)
 
     t_start = time.monotonic()
     extra: dict[str, object] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_before": load()}

@@ -66,8 +66,8 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "peers" / "kyverno"))
 
-from bench_peers import apiserver_webhook_means, our_namespace_selector  # noqa: E402
-from bench_pod_create import ApiClient, Timeout, has_sidecar, load, log, machine, pod_body, summary  # noqa: E402
+from bench_peers import add_server_args, apiserver_webhook_means, our_namespace_selector  # noqa: E402
+from bench_pod_create import ApiClient, arm_watchdog, has_sidecar, load, log, machine, pod_body, summary  # noqa: E402
 from conn_sampler import ConnSampler  # noqa: E402
 from h2_server import H2WebhookProcess  # noqa: E402
 from kyverno_process import KyvernoProcess, ensure_built  # noqa: E402
@@ -476,22 +476,16 @@ def main() -> int:
     parser.add_argument("--pprof-seconds", type=int, default=8, help="length of each storm's profile")
     parser.add_argument("--no-kyverno", action="store_true", help="only ours and none (no Kyverno build needed)")
     parser.add_argument("--log-dir", type=Path, help="copy the webhooks' and control plane's logs here at the end")
-    parser.add_argument("--webhook-arg", action="append", default=[],
-                        help="extra argument for `mcp-sidecar serve` (repeat; e.g. --webhook-arg=--workers --webhook-arg=2)")
+    add_server_args(parser)
     parser.add_argument("--h2-arg", action="append", default=[],
                         help="extra argument for bench/cluster/h2_server.py (modes ours-h2, ours-hc1)")
     parser.add_argument("--kcm-arg", action="append", default=[],
                         help="extra kube-controller-manager argument (e.g. --kcm-arg=--kube-api-qps=1000)")
-    parser.add_argument("--kyverno-arg", action="append", default=[],
-                        help="extra Kyverno flag, after the chart defaults (e.g. --kyverno-arg=--admissionReports=false)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Markdown file the section is appended to")
     parser.add_argument("--max-seconds", type=int, default=1800, help="watchdog for the whole run")
     args = parser.parse_args()
 
-    def on_alarm(*_: object) -> None:
-        raise Timeout(f"watchdog: run exceeded {args.max_seconds}s")
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(args.max_seconds)
+    arm_watchdog(args.max_seconds)
 
     modes = [m for m in args.modes.split(",") if m and not (args.no_kyverno and m == "kyverno")]
     if not modes or set(modes) - set(NAMESPACES):
