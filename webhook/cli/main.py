@@ -164,6 +164,17 @@ def _cmd_check_inject(args: argparse.Namespace) -> int:
     return run_check(api, config, pod_name=args.pod, manifest=manifest, namespace=args.namespace or _current_namespace(args), output=args.output)
 
 
+def _user_api(args: argparse.Namespace):
+    """The API client of the user's kubeconfig/context, or None after saying why on stderr (exit 2)."""
+    from webhook.shared.kube import KubeAccessError, api_client
+
+    try:
+        return api_client(args.kubeconfig, args.context)
+    except KubeAccessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def _current_namespace(args: argparse.Namespace) -> str:
     from kubernetes import config as kube_config
 
@@ -231,12 +242,9 @@ def _cmd_rotate_token(args: argparse.Namespace) -> int:
     from kubernetes.client.rest import ApiException
 
     from webhook.operator.token_secret import KUBELET_SYNC_HINT, rotate
-    from webhook.shared.kube import KubeAccessError, api_client
 
-    try:
-        api = api_client(args.kubeconfig, args.context)
-    except KubeAccessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    api = _user_api(args)
+    if api is None:
         return 2
     namespace = args.namespace or _current_namespace(args)
     try:
@@ -256,12 +264,9 @@ def _cmd_rotate_token(args: argparse.Namespace) -> int:
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     from webhook.cli.endpoints import run_ls
-    from webhook.shared.kube import KubeAccessError, api_client
 
-    try:
-        api = api_client(args.kubeconfig, args.context)
-    except KubeAccessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    api = _user_api(args)
+    if api is None:
         return 2
     namespace = None if args.all_namespaces else (args.namespace or _current_namespace(args))
     return run_ls(api, namespace=namespace, output=args.output)
@@ -272,16 +277,13 @@ def _cmd_connect(args: argparse.Namespace) -> int:
     import signal
 
     from webhook.cli.connect import ConnectOptions, run_connect
-    from webhook.shared.kube import KubeAccessError, api_client
 
     def interrupted(*_):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
-    try:
-        api = api_client(args.kubeconfig, args.context)
-    except KubeAccessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    api = _user_api(args)
+    if api is None:
         return 2
     return run_connect(api, ConnectOptions(
         ref=args.target, namespace=args.namespace or _current_namespace(args), port=args.port,
