@@ -31,21 +31,28 @@ def test_lint_strict(which, scenario):
     assert "0 chart(s) failed" in done.stdout, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("which", HELMS)
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_every_object_validates_strictly(which, scenario):
-    docs = render(which, *SCENARIOS[scenario])
-    assert docs
+def validate_strictly(docs: list[dict]) -> list[str]:
+    """Every rendered object against every K8S_VERSIONS schema (strict); returns the CRD kinds skipped
+    (kubernetes-validate has no schema for them: callers assert them otherwise)."""
     skipped = []
     for doc in docs:
         if (doc["apiVersion"], doc["kind"]) in CRD_KINDS:
-            skipped.append(doc["kind"])  # no schema in kubernetes-validate; asserted below instead
+            skipped.append(doc["kind"])
             continue
         for version in K8S_VERSIONS:
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
                 pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} invalid for {version}: {exc.message}\n{dumps(doc)}")
+    return skipped
+
+
+@pytest.mark.parametrize("which", HELMS)
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_every_object_validates_strictly(which, scenario):
+    docs = render(which, *SCENARIOS[scenario])
+    assert docs
+    skipped = validate_strictly(docs)
     if scenario.startswith("cert-manager"):
         assert "Certificate" in skipped
 
@@ -238,14 +245,7 @@ def test_workers_and_autoscaling_lint_and_validate(which):
     done = helm(which, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, *SCALING)
     assert "0 chart(s) failed" in done.stdout, done.stdout + done.stderr
     docs = render(which, *SCALING)
-    for doc in docs:
-        if (doc["apiVersion"], doc["kind"]) in CRD_KINDS:
-            continue
-        for version in K8S_VERSIONS:
-            try:
-                kubernetes_validate.validate(doc, version, strict=True)
-            except kubernetes_validate.ValidationError as exc:
-                pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} invalid for {version}: {exc.message}\n{dumps(doc)}")
+    validate_strictly(docs)
 
 
 @pytest.mark.parametrize("which", HELMS)
